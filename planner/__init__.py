@@ -1,5 +1,5 @@
 """evidex planner: an LLM breaks a clinical question into subtasks with search queries.
 
-Not built yet (see the planner/answer issue); the package exists so the layout and the
-import rules are fixed from the start.
+:class:`planner.planner.Planner` writes a :class:`planner.types.Plan`; the chat-model protocol
+it uses (:class:`planner.chat.ChatModel`) is implemented in :mod:`answer.llm`.
 """

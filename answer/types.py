@@ -1,0 +1,134 @@
+"""What an answer is made of: numbered sources, citations, references and the answer itself."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner.types import Plan
+from retrieval.types import ScoredPassage
+
+REVIEW_NOTICE = (
+    "Decision support only: a licensed clinician must review this answer and its sources "
+    "before acting on it."
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reference(_Frozen):
+    """A numbered source as listed under the answer."""
+
+    marker: int = Field(ge=1, description="The number used in [n] citations.")
+    doc_id: str = Field(description="evidex document id, e.g. 'pmid:123'.")
+    chunk_id: str = Field(description="The passage's chunk id.")
+    title: str = Field("", description="Document title.")
+    journal: str | None = Field(None, description="Journal.")
+    year: int | None = Field(None, description="Publication year.")
+    pmid: str | None = Field(None, description="PubMed id.")
+    doi: str | None = Field(None, description="DOI.")
+    url: str | None = Field(None, description="Where to open it (PubMed, DOI or guideline).")
+    source: str = Field(description="Corpus: pubmed, pmc, guideline, ...")
+    section: str = Field("", description="Section of the passage.")
+    evidence_level: str = Field(description="Evidence level of the document.")
+    cited: bool = Field(False, description="Whether the final answer cites it.")
+
+    def label(self) -> str:
+        """'PMID 123', 'DOI ...', or the document id."""
+        if self.pmid:
+            return f"PMID {self.pmid}"
+        if self.doi:
+            return f"DOI {self.doi}"
+        return self.doc_id
+
+
+class Citation(_Frozen):
+    """One [n] marker on one sentence of the answer, and whether the passage supports it."""
+
+    marker: int = Field(ge=1, description="Number of the cited source.")
+    doc_id: str = Field(description="Cited document.")
+    chunk_id: str = Field(description="Cited passage.")
+    text: str = Field(description="The cited passage's text.")
+    sentence: str = Field(description="The answer sentence that carries the citation.")
+    support: float = Field(description="Support score from the verifier (0-1).")
+    status: Literal["verified", "added", "unsupported"] = Field(
+        description="'verified': the passage supports the sentence; 'added': the model gave "
+        "no citation and the verifier attributed this supporting source; 'unsupported': kept "
+        "but flagged (verify.unsupported = 'flag')."
+    )
+    evidence: str = Field("", description="The passage sentence that best supports the claim.")
+
+
+class RemovedClaim(_Frozen):
+    """A sentence taken out of the answer, and why."""
+
+    sentence: str = Field(description="The sentence as generated.")
+    reason: str = Field(description="Why it was removed.")
+    markers: tuple[int, ...] = Field((), description="The citations it carried.")
+
+
+class Usage(_Frozen):
+    """Tokens spent by one stage."""
+
+    stage: str = Field(description="'plan', 'follow_up', 'generate' or 'verify'.")
+    model: str = Field(description="Model name.")
+    prompt_tokens: int = Field(0, description="Tokens read.")
+    completion_tokens: int = Field(0, description="Tokens written.")
+
+
+class Answer(_Frozen):
+    """A cited answer, or an abstention, with everything needed to check it."""
+
+    answer_id: str = Field(description="Unique id of this answer.")
+    created_at: str = Field(description="UTC time, ISO 8601.")
+    question: str = Field(description="The question as asked.")
+    text: str = Field(description="The answer with inline [n] citations (verified).")
+    raw_text: str = Field("", description="The model's text before verification.")
+    reasoning: str = Field("", description="The model's <think> text, when kept.")
+    abstained: bool = Field(description="True when the evidence was insufficient to answer.")
+    abstain_reason: str = Field("", description="Why it abstained.")
+    degraded: bool = Field(
+        False, description="True when no synthesis was generated: the text lists top evidence."
+    )
+    warnings: tuple[str, ...] = Field((), description="What went wrong or was flagged.")
+    citations: tuple[Citation, ...] = Field((), description="Citations in the final text.")
+    removed: tuple[RemovedClaim, ...] = Field((), description="Sentences taken out.")
+    references: tuple[Reference, ...] = Field((), description="The numbered sources.")
+    passages: tuple[ScoredPassage, ...] = Field(
+        (), description="The passages behind the references, same order, with score parts."
+    )
+    plan: Plan | None = Field(None, description="How the question was searched.")
+    patient_context: bool = Field(False, description="Whether patient context was used.")
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-stage time.")
+    usage: tuple[Usage, ...] = Field((), description="Tokens per stage.")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Models used: chat, embedding, verifier."
+    )
+    settings_hash: str = Field(description="Hash of the settings that produced the answer.")
+    notice: str = Field(REVIEW_NOTICE, description="Shown with every answer.")
+
+    @property
+    def cited_references(self) -> list[Reference]:
+        return [r for r in self.references if r.cited]
+
+    def render(self) -> str:
+        """Plain text: answer, references and the notice."""
+        lines = [self.text, ""]
+        refs = self.cited_references or list(self.references)
+        if refs:
+            lines.append("References" if self.cited_references else "Sources reviewed")
+            for r in refs:
+                bits = [r.title or r.doc_id]
+                if r.journal:
+                    bits.append(r.journal)
+                if r.year:
+                    bits.append(str(r.year))
+                lines.append(
+                    f"[{r.marker}] {'. '.join(bits)}. {r.label()}. {r.url or ''} "
+                    f"(evidence: {r.evidence_level.replace('_', ' ')})".replace("  ", " ")
+                )
+        lines += ["", self.notice]
+        return "\n".join(lines)
