@@ -112,7 +112,9 @@ class OpenAIChat:
                 resp.read()
                 detail = resp.text[:300]
                 resp.close()
-                if resp.status_code == 400 and "response_format" in body:
+                if "response_format" in body and (
+                    resp.status_code in (400, 422) or "response_format" in detail
+                ):
                     # Not every server constrains decoding: ask again without it.
                     body = {k: v for k, v in body.items() if k != "response_format"}
                     continue
@@ -209,7 +211,7 @@ class OpenAIChat:
         reasoning, text = split_reasoning("".join(pieces))
         yield ChatResult(
             text=text,
-            reasoning="\n".join(r for r in ("".join(extra), reasoning) if r),
+            reasoning="\n".join(r for r in ("".join(extra).strip(), reasoning) if r),
             model=str(model),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or len(pieces)),

@@ -73,7 +73,8 @@ class Patient(BaseModel):
                 parts.append(f"{label}: {', '.join(items)}.")
         if self.labs:
             labs = ", ".join(
-                f"{lab.name} {lab.value}{' ' + lab.unit if lab.unit else ''}" for lab in self.labs
+                f"{lab.name} {_fmt(lab.value)}{' ' + lab.unit if lab.unit else ''}"
+                for lab in self.labs
             )
             parts.append(f"Labs: {labs}.")
         if self.notes:
@@ -87,6 +88,10 @@ class Patient(BaseModel):
     @property
     def empty(self) -> bool:
         return not self.summary()
+
+
+def _fmt(value: str | float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class PatientError(ValueError):

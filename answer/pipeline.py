@@ -585,7 +585,7 @@ class Assistant:
                         markers=tuple(bad),
                     )
                 )
-            body = clean.rstrip()
+            body = clean.strip().lstrip(":;,.-–•* ").rstrip()
             end = body[-1] if body and body[-1] in ".!?。！？" else ""
             body = body[:-1] if end else body
             kept_sentences.append(f"{body} {''.join(f'[{m}]' for m in good)}{end or '.'}")

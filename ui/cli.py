@@ -367,6 +367,106 @@ def config_show(config: ConfigOpt = None) -> None:
     out.print_json(settings.model_dump_json())
 
 
+@app.command("ask")
+def ask(
+    question: Annotated[str, typer.Argument(help="A clinical question (English or Chinese).")],
+    patient: Annotated[
+        Path | None,
+        typer.Option(help="Patient context: a JSON record or a FHIR R4 Bundle (.json)."),
+    ] = None,
+    source: Annotated[ListOpt, typer.Option(help="Only these sources (pubmed, pmc, ...).")] = None,
+    year_from: Annotated[int | None, typer.Option(help="Published in or after.")] = None,
+    year_to: Annotated[int | None, typer.Option(help="Published in or before.")] = None,
+    evidence: Annotated[
+        ListOpt, typer.Option(help="Only these evidence levels, e.g. systematic_review.")
+    ] = None,
+    reasoning: Annotated[
+        bool, typer.Option(help="Also show a reasoning model's <think> text.")
+    ] = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question with verified citations (or say the evidence is insufficient)."""
+    from answer import AnswerError, Assistant
+    from answer.patient import PatientError, load_patient
+
+    filters = {
+        k: v
+        for k, v in {
+            "year_from": year_from,
+            "year_to": year_to,
+            "sources": tuple(source or ()),
+            "evidence_levels": tuple(evidence or ()),
+        }.items()
+        if v not in (None, ())
+    }
+    try:
+        pat = load_patient(patient) if patient is not None else None
+    except PatientError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+    def run() -> Any:
+        settings = _settings(config, store)
+        if reasoning:
+            settings.answer.show_reasoning = True
+        with Assistant(settings, store=store) as assistant:
+            return assistant.ask(question, patient=pat, filters=filters or None)
+
+    try:
+        answer = _guard(run)
+    except AnswerError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    if as_json:
+        data = answer.model_dump(mode="json")
+        data["references"] = [
+            {**r, "label": ref.label()}
+            for r, ref in zip(data["references"], answer.references, strict=True)
+        ]
+        out.print_json(json.dumps(data, ensure_ascii=False))
+        return
+    _print_answer(answer, reasoning)
+
+
+def _print_answer(answer: Any, reasoning: bool) -> None:
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    style = "yellow" if answer.abstained else "cyan" if answer.degraded else "green"
+    title = (
+        "Insufficient evidence"
+        if answer.abstained
+        else "Top evidence (no synthesis)"
+        if answer.degraded
+        else "Answer"
+    )
+    if reasoning and answer.reasoning:
+        out.print(
+            Panel(escape(answer.reasoning), title="Reasoning", border_style="dim"), soft_wrap=False
+        )
+    out.print(Panel(escape(answer.text), title=title, border_style=style), soft_wrap=False)
+    refs = answer.cited_references or list(answer.references)
+    if refs:
+        out.print("[bold]References[/]" if answer.cited_references else "[bold]Sources reviewed[/]")
+        for r in refs:
+            bits = [b for b in (r.title or r.doc_id, r.journal, str(r.year or "")) if b]
+            out.print(
+                f"  [{r.marker}] {escape('. '.join(bits))}. {r.label()}. "
+                f"[dim]{r.evidence_level.replace('_', ' ')}[/] {r.url or ''}",
+                highlight=False,
+            )
+    for c in answer.citations:
+        if c.status == "unsupported":
+            out.print(f"  [yellow]citation [{c.marker}] {c.status}[/]: {escape(c.sentence)}")
+    for w in answer.warnings:
+        out.print(f"[yellow]note:[/] {escape(w)}", highlight=False)
+    if answer.removed:
+        out.print(f"[dim]{len(answer.removed)} unsupported sentence(s) removed.[/]")
+    out.print(f"[bold]{escape(answer.notice)}[/]")
+
+
 SAMPLE_QUESTION = "Does aspirin reduce the risk of cardiovascular events?"
 
 

@@ -7,7 +7,10 @@ from planner.chat import ReasoningFilter, split_reasoning
 
 @pytest.mark.parametrize("seed", range(20))
 def test_reasoning_filter_equals_split_for_any_chunking(seed: int) -> None:
-    raw = "<think>Weigh RCTs <b>and</b> reviews.</think>Aspirin lowers MI risk [1]. <think>x</think>Done."
+    raw = (
+        "<think>Weigh RCTs <b>and</b> reviews.</think>Aspirin lowers MI risk [1]. "
+        "<think>x</think>Done."
+    )
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(raw)), 8))
     pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
