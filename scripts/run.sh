@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: set up, ingest a corpus, then search it.
+# The main job on the embedded defaults: set up, ingest a corpus, then answer questions.
 #   bash scripts/run.sh                      # pull a topic's abstracts live from PubMed
 #   bash scripts/run.sh path/to/corpus.jsonl # or use local files (BEIR, PubMed XML, PMC, guidelines)
 set -euo pipefail

@@ -17,7 +17,14 @@ stamp=".venv/.evidex-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-
 if [ ! -f "$stamp" ]; then
   pip_args=(-q --disable-pip-version-check -c constraints.txt)
   [ -n "${EVIDEX_TORCH_INDEX:-}" ] && pip_args+=(--extra-index-url "$EVIDEX_TORCH_INDEX")
-  echo "installing evidex${extras:+[$extras]} into .venv (first run takes a few minutes)" >&2
+  if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 \
+     && ! command -v clang++ >/dev/null 2>&1; then
+    echo "evidex's embedded chat model needs llama-cpp-python, which pip builds from source:" >&2
+    echo "install a C++ compiler first (Debian/Ubuntu: apt-get install build-essential cmake)" >&2
+    exit 1
+  fi
+  echo "installing evidex${extras:+[$extras]} into .venv (the first run takes several minutes:" \
+       "pip compiles llama-cpp-python)" >&2
   .venv/bin/python -m pip install "${pip_args[@]}" -e ".${extras:+[$extras]}"
   rm -f .venv/.evidex-*
   touch "$stamp"

@@ -88,3 +88,6 @@ def tiny(tiny_model_dir: Path):
     from retrieval.settings import EmbeddingSettings
 
     return load_embedder(EmbeddingSettings(model_path=tiny_model_dir))
+
+
+from tests.answer_fixture import answer_index  # noqa: E402, F401  (session index for answer tests)

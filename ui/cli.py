@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -480,7 +481,7 @@ def demo(
         ),
     ] = None,
     topic: Annotated[str | None, typer.Option(help="PubMed topic when no corpus is given.")] = None,
-    question: Annotated[str, typer.Option(help="The first question to search.")] = SAMPLE_QUESTION,
+    question: Annotated[str, typer.Option(help="The first question to answer.")] = SAMPLE_QUESTION,
     interactive: Annotated[
         bool | None,
         typer.Option(help="Keep asking for questions (default: when stdin is a terminal)."),
@@ -488,7 +489,7 @@ def demo(
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """The main job: ingest a corpus, then search it."""
+    """The main job: ingest a corpus, then answer questions about it with cited sources."""
     from ingest.pipeline import run_ingest
     from ingest.sources.entrez import EntrezUnavailable, fetch_records
     from ingest.sources.files import detect_kind, expand, records
@@ -535,29 +536,37 @@ def demo(
     for p in report.problems[:10]:
         err.print(f"[yellow]skipped[/] {p}", highlight=False)
 
+    from answer import AnswerError, Assistant
+
+    try:
+        assistant = _guard(lambda: Assistant(settings, store=store))
+    except AnswerError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+
     def ask(q: str) -> None:
-        def run() -> list[Any]:
-            index = _index(settings, store, create=False)
-            try:
-                hits: list[Any] = index.search(q)
-                return hits
-            finally:
-                index.close()
-
-        out.rule(f"[bold]{q}")
-        _print_hits(_guard(run), False, q)
-
-    ask(question)
-    if interactive is None:
-        interactive = sys.stdin.isatty()
-    while interactive:
+        out.rule(f"[bold]{escape(q)}")
         try:
-            q = input("\nquestion (empty to quit)> ").strip()
-        except EOFError:
-            break
-        if not q:
-            break
-        ask(q)
+            answer = _guard(lambda: assistant.ask(q))
+        except AnswerError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            return
+        _print_answer(answer, reasoning=False)
+
+    try:
+        ask(question)
+        if interactive is None:
+            interactive = sys.stdin.isatty()
+        while interactive:
+            try:
+                q = input("\nquestion (empty to quit)> ").strip()
+            except EOFError:
+                break
+            if not q:
+                break
+            ask(q)
+    finally:
+        assistant.close()
 
 
 @app.command("serve-search")

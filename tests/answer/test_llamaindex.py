@@ -12,8 +12,8 @@ from llama_index.core.schema import NodeWithScore
 from answer import Assistant
 from answer.llamaindex import EvidexQueryEngine, EvidexRetriever
 from retrieval.search import Searcher
-from tests.answer.conftest import AnswerIndex
 from tests.answer.test_pipeline import faithful
+from tests.answer_fixture import AnswerIndex
 from tests.scripted_chat import ScriptedChat
 
 

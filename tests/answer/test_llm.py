@@ -149,8 +149,9 @@ class _Faulty:
 
 
 def _ok(content: str, **msg: object) -> tuple[int, object]:
-    return 200, {"model": "wingpt", "choices": [{"message": {"content": content, **msg},
-                 "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}  # fmt: skip
+    choice = {"message": {"content": content, **msg}, "finish_reason": "stop"}
+    usage = {"prompt_tokens": 5, "completion_tokens": 3}
+    return 200, {"model": "wingpt", "choices": [choice], "usage": usage}
 
 
 def _settings(url: str, **kw: object) -> LLMSettings:

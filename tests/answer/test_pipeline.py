@@ -16,7 +16,7 @@ from answer.patient import load_patient
 from answer.pipeline import sanitize_passage
 from answer.verify import split_sentences
 from planner.chat import ChatError, ChatMessage
-from tests.answer.conftest import INJECTION, AnswerIndex
+from tests.answer_fixture import INJECTION, AnswerIndex
 from tests.scripted_chat import ScriptedChat
 
 

@@ -17,7 +17,8 @@ def test_similarity_verifier_on_the_real_model(minilm) -> None:
     v = SimilarityVerifier(minilm)
     claims = [
         "Chlorthalidone lowered systolic blood pressure by 11 mmHg versus placebo.",  # restated
-        "Chlorthalidone reduces systolic pressure compared with placebo in hypertension.",  # paraphrase
+        # reworded
+        "Chlorthalidone reduces systolic pressure compared with placebo in hypertension.",
         "Chlorthalidone lowered systolic blood pressure by 25 mmHg versus placebo.",  # wrong number
         "Metformin is the first-line therapy for type 2 diabetes.",  # unrelated
     ]

@@ -180,7 +180,7 @@ def test_demo_offline_without_a_corpus_says_what_to_pass(tmp_path: Path) -> None
     assert "Traceback" not in res.stderr
 
 
-def test_demo_with_a_corpus_ingests_and_searches(tmp_path: Path) -> None:
+def test_demo_with_a_corpus_ingests_and_answers(tmp_path: Path) -> None:
     corpus = _beir_slice(tmp_path, 30)
     env = {**os.environ, "EVIDEX_DATA_DIR": str(tmp_path / "data")}
     res = subprocess.run(
@@ -194,6 +194,7 @@ def test_demo_with_a_corpus_ingests_and_searches(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "indexed 30 documents" in res.stderr
     assert "PMID 21645374" in res.stdout  # the lace-plant abstract is the first corpus line
+    assert "licensed clinician must review" in res.stdout  # a cited answer, not a hit list
 
 
 def test_search_filters_and_why(sample_store: tuple[Path, Path]) -> None:
