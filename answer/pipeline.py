@@ -287,7 +287,8 @@ class Assistant:
         if chat is None:
             run.warnings.append(f"chat model unavailable: {self._chat_error}")
         summary = run.patient.summary() if run.patient else None
-        outcome = Planner(chat, self.settings.planner).plan(run.question, summary)
+        planner = Planner(chat, self.settings.planner)
+        outcome = planner.plan(run.question, summary)
         run.plan = outcome.plan
         run.add_usage("plan", outcome.calls)
         run.timings["plan"] = _ms(t0)
@@ -302,9 +303,7 @@ class Assistant:
                 ]
                 if not missing:
                     break
-                extra, calls = Planner(chat, self.settings.planner).follow_up(
-                    run.plan, missing, round_no
-                )
+                extra, calls = planner.follow_up(run.plan, missing, round_no)
                 run.add_usage("follow_up", calls)
                 if not extra:
                     break
@@ -334,6 +333,7 @@ class Assistant:
             )
             return
         passages = [c.passage for c in relevant]
+        shown = self._shown(run, passages)
         language = run.plan.language
         unsupported_language = language not in self.settings.llm.languages
         if unsupported_language:
@@ -343,10 +343,10 @@ class Assistant:
                 "showing the top evidence without a generated synthesis"
             )
         if chat is None or unsupported_language:
-            yield self._degraded(run, t_start, passages)
+            yield self._degraded(run, t_start, passages, shown)
             return
         t0 = time.perf_counter()
-        messages = self._messages(run, passages)
+        messages = self._messages(run, passages, shown)
         try:
             result: ChatResult | None = None
             if stream:
@@ -366,7 +366,7 @@ class Assistant:
         except ChatError as exc:
             run.warnings.append(f"the model failed, showing the top evidence instead: {exc}")
             run.timings["generate"] = _ms(t0)
-            yield self._degraded(run, t_start, passages)
+            yield self._degraded(run, t_start, passages, shown)
             return
         assert result is not None
         run.add_usage("generate", [result])
@@ -375,7 +375,7 @@ class Assistant:
             run.warnings.append(
                 "the answer was cut at answer.max_tokens; its last sentence dropped"
             )
-        yield self._verify_and_finish(run, t_start, passages, result)
+        yield self._verify_and_finish(run, t_start, passages, shown, result)
 
     def _retrieve(self, run: _Run, subtasks: list[Subtask]) -> dict[str, list[_Candidate]]:
         """Candidates per subtask: its queries' results fused by reciprocal rank."""
@@ -459,12 +459,11 @@ class Assistant:
                     break
         return sorted(chosen.values(), key=lambda c: -c.relevance)
 
-    def _messages(self, run: _Run, passages: list[ScoredPassage]) -> list[ChatMessage]:
-        lang = ""
-        if run.plan is not None and run.plan.language == "zh":
-            lang = "\nAnswer in Chinese."
-        blocks = []
+    def _shown(self, run: _Run, passages: list[ScoredPassage]) -> list[str]:
+        """Each passage as the model sees it (capped, instruction-like text withheld); claims
+        are verified against this text too, so withheld text supports nothing."""
         cap = self.settings.answer.max_passage_chars
+        shown = []
         for n, p in enumerate(passages, 1):
             text, flagged = sanitize_passage(p.text[:cap])
             if flagged:
@@ -472,6 +471,17 @@ class Assistant:
                     f"source [{n}] ({p.doc_id}) contains text addressed to the assistant; "
                     "it was withheld from the model"
                 )
+            shown.append(text)
+        return shown
+
+    def _messages(
+        self, run: _Run, passages: list[ScoredPassage], shown: list[str]
+    ) -> list[ChatMessage]:
+        lang = ""
+        if run.plan is not None and run.plan.language == "zh":
+            lang = "\nAnswer in Chinese."
+        blocks = []
+        for n, (p, text) in enumerate(zip(passages, shown, strict=True), 1):
             title = _TAG.sub("", p.title)[:200]
             blocks.append(f"[{n}] {title}\n{text}")
         user = "Sources:\n\n" + "\n\n".join(blocks)
@@ -484,7 +494,12 @@ class Assistant:
         ]
 
     def _verify_and_finish(
-        self, run: _Run, t_start: float, passages: list[ScoredPassage], result: ChatResult
+        self,
+        run: _Run,
+        t_start: float,
+        passages: list[ScoredPassage],
+        shown: list[str],
+        result: ChatResult,
     ) -> Answer:
         t0 = time.perf_counter()
         vs = self.settings.answer.verify
@@ -521,9 +536,6 @@ class Assistant:
                 parsed[i] = ("", [])
         pairs: list[tuple[str, str]] = []
         keys: list[tuple[int, int]] = []  # (sentence index, marker)
-        # Claims are checked against what the model was shown: withheld text supports nothing.
-        cap = self.settings.answer.max_passage_chars
-        shown = [sanitize_passage(p.text[:cap])[0] for p in passages]
         for i, (clean, markers) in enumerate(parsed):
             for m in markers:
                 if 1 <= m <= len(passages):
@@ -628,14 +640,16 @@ class Assistant:
             removed=removed,
         )
 
-    def _degraded(self, run: _Run, t_start: float, passages: list[ScoredPassage]) -> Answer:
+    def _degraded(
+        self, run: _Run, t_start: float, passages: list[ScoredPassage], shown: list[str]
+    ) -> Answer:
         """The top evidence, quoted with citations, without a generated synthesis."""
         top = passages[:3]
         emb = self.searcher.index.embedder
         q = emb.embed_query(run.question)
         lines, citations = [], []
-        for n, p in enumerate(top, 1):
-            sents = [s for s in split_sentences(sanitize_passage(p.text)[0]) if len(s) > 20]
+        for n, (p, text) in enumerate(zip(top, shown, strict=False), 1):
+            sents = [s for s in split_sentences(text) if len(s) > 20]
             sents = sents or [p.text[:300]]
             vecs = emb.embed_documents(sents)
             best = int(np.argmax(vecs @ q))

@@ -250,18 +250,19 @@ class VerifySettings(_Stage):
     )
     model_path: Path | None = Field(None, description="Local NLI cross-encoder for 'nli'.")
     min_similarity: float = Field(
-        0.55,
+        0.85,
         ge=0,
         le=1,
-        description="A sentence is supported when its best cosine similarity to a sentence "
-        "of the cited passage reaches this ...",
+        description="A sentence is supported when its cosine similarity to the cited "
+        "passage's best sentence reaches this, and ...",
     )
     min_overlap: float = Field(
-        0.5,
+        0.8,
         ge=0,
         le=1,
-        description="... or when it reaches min_similarity - 0.15 and this share of its "
-        "content words occurs in the passage.",
+        description="... this share of its content words occurs in the passage, it agrees "
+        "with that sentence on negation and its numbers occur in the passage (calibrated by "
+        "hand, see bench/results/answer_eval.md).",
     )
     min_entailment: float = Field(0.5, ge=0, le=1, description="Entailment probability for 'nli'.")
     unsupported: Literal["remove", "flag"] = Field(
