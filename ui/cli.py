@@ -690,7 +690,7 @@ def eval_retrieval(
 
 @train_app.command("export")
 def train_export(
-    task: Annotated[str, typer.Option(help="medcalc, mcq (MIRAGE file), pubmedqa or cmexam.")],
+    task: Annotated[str, typer.Option(help="medcalc, mcq (MIRAGE file), pubmedqa, cmexam or cmmlu (a CSV or a folder).")],
     input: Annotated[Path, typer.Option("--input", help="The benchmark file to convert.")],
     out: Annotated[Path, typer.Option(help="FILE.parquet (verl RL schema) or FILE.jsonl (SFT).")],
     split: Annotated[str, typer.Option(help="Split name stored in extra_info.")] = "train",

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-Task = Literal["medcalc", "mcq", "pubmedqa", "cmexam"]
+Task = Literal["medcalc", "mcq", "pubmedqa", "cmexam", "cmmlu"]
 
 BOX = "Put your final answer in \\boxed{}."
 SYSTEM = "You are a careful medical expert. Think step by step, then answer."
@@ -119,11 +119,38 @@ def cmexam_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
             )
 
 
+def cmmlu_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
+    """CMMLU CSVs (``,Question,A,B,C,D,Answer``): one file, or a folder of subject files (the
+    subject, e.g. ``anatomy``, is the file name and goes to ``extra_info.category``)."""
+    path = Path(path)
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path} holds no CMMLU .csv files")
+    i = 0
+    for f in files:
+        with open(f, encoding="utf-8-sig") as fh:
+            for line, r in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    opts = {k: r[k] for k in "ABCD"}
+                    question, answer = r["Question"], r["Answer"].strip()
+                except KeyError as exc:
+                    raise ValueError(
+                        f"{f}:{line}: missing column {exc}; CMMLU files have the header "
+                        ",Question,A,B,C,D,Answer"
+                    ) from None
+                if answer not in opts:
+                    raise ValueError(f"{f}:{line}: answer {answer!r} is not one of A-D")
+                prompt = f"{question}\n\n{_options(opts)}\n\n请给出选项字母。{BOX}"
+                yield _row("cmmlu", prompt, answer, i, split, category=f.stem, line=line)
+                i += 1
+
+
 CONVERTERS = {
     "medcalc": medcalc_rows,
     "mcq": mcq_rows,
     "pubmedqa": pubmedqa_rows,
     "cmexam": cmexam_rows,
+    "cmmlu": cmmlu_rows,
 }
 
 
@@ -131,7 +158,7 @@ def export(task: Task, source: Path, out: Path, split: str = "train") -> int:
     """Write ``task`` rows from ``source`` to ``out`` (.parquet for verl, .jsonl for SFT)."""
     if task not in CONVERTERS:
         raise ValueError(f"unknown task {task!r}: choose one of {sorted(CONVERTERS)}")
-    if not Path(source).is_file():
+    if not Path(source).exists() or (Path(source).is_dir() and task != "cmmlu"):
         raise ValueError(f"input file {source} does not exist")
     rows = list(CONVERTERS[task](Path(source), split))
     out.parent.mkdir(parents=True, exist_ok=True)

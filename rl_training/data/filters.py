@@ -6,20 +6,29 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 Record = Mapping[str, Any]
+ScoreFn = Callable[..., Any]
+RecordScorer = Callable[[Sequence[Record]], Sequence[float]]
 
 
 @dataclass
 class StepReport:
-    """What a step kept and dropped, by reason."""
+    """What a step kept and dropped, by reason; ``passed`` counts records the step could not
+    judge and let through unchanged (e.g. unverifiable items in the correctness filter)."""
 
     name: str
     kept: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    passed: int = 0
+
+    def __str__(self) -> str:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
+        extra = f", {self.passed} passed unjudged" if self.passed else ""
+        return f"{self.name}: kept {self.kept}{extra}; dropped {why}"
 
 
 def response_of(record: Record) -> str:
@@ -145,3 +154,105 @@ def select_for_rl(
     rep.dropped = +rep.dropped  # drop zero counts
     rep.kept = len(chosen)
     return chosen, rep
+
+
+def verifiable(record: Record) -> tuple[str, Any, Mapping[str, Any]] | None:
+    """``(data_source, ground_truth, extra_info)`` of a record the rule rewards can check, or
+    None. A record is verifiable when it names its ``data_source`` and carries a rule-style
+    ``reward_model.ground_truth`` (the shape ``evidex train export`` writes)."""
+    rm = record.get("reward_model") or {}
+    if not record.get("data_source") or rm.get("style", "rule") != "rule":
+        return None
+    if rm.get("ground_truth") in (None, ""):
+        return None
+    return str(record["data_source"]), rm["ground_truth"], record.get("extra_info") or {}
+
+
+def correctness_filter(
+    records: Iterable[Record], score_fn: ScoreFn | None = None, min_score: float = 1.0
+) -> tuple[list[Record], StepReport]:
+    """Drop verifiable records whose response the rule reward scores below ``min_score``
+    (default: not fully right); unverifiable records pass through and are counted.
+
+    >>> good = {"data_source": "evidex/medqa", "reward_model": {"ground_truth": "B"},
+    ...         "messages": [{"role": "assistant", "content": "<think>x</think>\\boxed{B}"}]}
+    >>> bad = {**good, "messages": [{"role": "assistant", "content": "\\boxed{C}"}]}
+    >>> kept, rep = correctness_filter([good, bad, {"messages": []}])
+    >>> len(kept), str(rep)
+    (2, 'correctness(min_score=1.0): kept 2, 1 passed unjudged; dropped wrong 1')
+    """
+    if score_fn is None:
+        from rl_training.rewards import compute_score
+
+        score_fn = compute_score
+    rep = StepReport(f"correctness(min_score={min_score})")
+    kept = []
+    for r in records:
+        v = verifiable(r)
+        if v is None:
+            rep.passed += 1
+            kept.append(r)
+            continue
+        source, truth, info = v
+        try:
+            result = score_fn(source, response_of(r), truth, info)
+        except ValueError as exc:  # unknown data_source: a data error, not a wrong answer
+            rep.dropped[f"not scorable: {exc}"[:80]] += 1
+            continue
+        score = result["score"] if isinstance(result, Mapping) else float(result)
+        if score >= min_score:
+            kept.append(r)
+        else:
+            rep.dropped["wrong"] += 1
+    rep.kept = len(kept)
+    return kept, rep
+
+
+def reward_model_filter(
+    records: Iterable[Record],
+    scorer: RecordScorer,
+    *,
+    threshold: float | None = None,
+    top_fraction: float | None = None,
+    unverifiable_only: bool = True,
+) -> tuple[list[Record], StepReport]:
+    """Keep records a reward model scores well: at or above ``threshold``, or the best
+    ``top_fraction`` of them (exactly one of the two). ``scorer`` maps a batch of records to
+    one score each: :class:`rl_training.rewards.vrm.VerifierRewardModel`'s ``record_scorer``, or
+    :class:`rl_training.data.reward_model.HFRewardModel`. With ``unverifiable_only`` (default)
+    records the rule rewards can check pass through unscored.
+
+    >>> kept, rep = reward_model_filter(
+    ...     [{"id": i} for i in range(4)], lambda rs: [r["id"] / 4 for r in rs], top_fraction=0.5)
+    >>> [r["id"] for r in kept], str(rep)
+    ([2, 3], 'reward-model(top 0.5): kept 2; dropped below the top fraction 2')
+    """
+    if (threshold is None) == (top_fraction is None):
+        raise ValueError("give exactly one of threshold and top_fraction")
+    if top_fraction is not None and not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    rule = f"threshold {threshold}" if threshold is not None else f"top {top_fraction}"
+    rep = StepReport(f"reward-model({rule})")
+    items = list(records)
+    judged = [i for i, r in enumerate(items) if not (unverifiable_only and verifiable(r))]
+    scores = list(scorer([items[i] for i in judged])) if judged else []
+    if len(scores) != len(judged):
+        raise ValueError(f"the scorer returned {len(scores)} scores for {len(judged)} records")
+    keep = set(range(len(items))) - set(judged)
+    rep.passed = len(keep)
+    if threshold is not None:
+        for i, s in zip(judged, scores, strict=True):
+            if s >= threshold:
+                keep.add(i)
+            else:
+                rep.dropped["below threshold"] += 1
+    else:
+        assert top_fraction is not None
+        n = round(len(judged) * top_fraction)
+        order = sorted(zip(judged, scores, strict=True), key=lambda p: (-p[1], p[0]))
+        keep.update(i for i, _ in order[:n])
+        if len(judged) - n:
+            rep.dropped["below the top fraction"] += len(judged) - n
+    kept = [items[i] for i in sorted(keep)]
+    rep.kept = len(kept)
+    return kept, rep

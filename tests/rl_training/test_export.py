@@ -19,6 +19,7 @@ TASKS = {
     "mcq": ("mirage_medqa_medmcqa_mmlu.json",),
     "pubmedqa": ("pubmedqa", "pqal_dev.json"),
     "cmexam": ("zh", "cmexam_dev.jsonl"),
+    "cmmlu": ("zh", "cmmlu_medical", "test"),
 }
 
 
@@ -102,3 +103,17 @@ def test_export_jsonl_and_bad_input(tmp_path: Path) -> None:
         ],
     )
     assert missing.exit_code == 1 and "does not exist" in missing.stderr
+
+
+def test_cmmlu_folder_keeps_subjects_and_reports_bad_rows(tmp_path: Path) -> None:
+    from rl_training.data.export import cmmlu_rows
+
+    rows = list(cmmlu_rows(shared_path("zh", "cmmlu_medical", "test")))
+    assert len(rows) == 1815
+    cats = {r["extra_info"]["category"] for r in rows}
+    assert {"anatomy", "traditional_chinese_medicine", "virology"} <= cats
+    assert rows[0]["reward_model"]["ground_truth"] in "ABCD"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",Question,A,B,C,D,Answer\n0,q,a,b,c,d,E\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv:2: answer 'E'"):
+        list(cmmlu_rows(bad))
