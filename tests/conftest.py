@@ -90,4 +90,13 @@ def tiny(tiny_model_dir: Path):
     return load_embedder(EmbeddingSettings(model_path=tiny_model_dir))
 
 
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 causal LM with a byte-level BPE tokenizer (see tests/tiny_lm.py)."""
+    from tests.tiny_lm import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"), SHARED)
+
+
 from tests.answer_fixture import answer_index  # noqa: E402, F401  (session index for answer tests)
+from tests.llama_server import llama_server  # noqa: E402, F401  (llama.cpp's server, SmolLM2)

@@ -4,31 +4,21 @@ OpenAI-compatible server, and a loopback server that misbehaves on purpose (faul
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from answer.llm import LlamaCppChat, OpenAIChat, load_chat, smollm2_path
+from answer.llm import LlamaCppChat, OpenAIChat, load_chat
 from planner.chat import ChatError, ChatMessage, ChatResult
 from retrieval.settings import LLMSettings
+from tests.llama_server import free_port
 
 MSGS = [
     ChatMessage(role="system", content="You are a helpful assistant."),
     ChatMessage(role="user", content="Name one organ of the human body."),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_embedded_model_completes_and_streams() -> None:
@@ -53,36 +43,6 @@ def test_embedded_model_errors_are_clear(tmp_path: Path) -> None:
     chat = LlamaCppChat(LLMSettings(context_tokens=512, threads=2))
     with pytest.raises(ChatError, match="context"):
         chat.complete([ChatMessage(role="user", content="word " * 600)], max_tokens=16)
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama.cpp's own OpenAI-compatible server (llama-cpp-python[server]) on loopback."""
-    pytest.importorskip("sse_starlette", reason="llama-cpp-python[server] is not installed")
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("llama-server") / "server.log").open("w+b")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
-         "--model_alias", "smollm2"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(120):
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama.cpp server exited: {log.read()[-2000:]!r}")
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 def test_openai_backend_against_a_real_llama_cpp_server(llama_server: str) -> None:
@@ -198,7 +158,7 @@ def test_faults_are_chat_errors_that_say_what_to_check() -> None:
         OpenAIChat(_settings(url)).complete(MSGS)
     with _Faulty(["hang"]) as url, pytest.raises(ChatError, match="did not answer within"):
         OpenAIChat(_settings(url, timeout_s=0.5)).complete(MSGS)
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(ChatError, match="cannot reach"):
         OpenAIChat(_settings(dead, retries=1)).complete(MSGS)
     with pytest.raises(ChatError, match="base_url"):

@@ -20,7 +20,10 @@ from tests.scripted_chat import ScriptedChat
 
 
 def _answered(row: dict[str, Any], letter: str) -> dict[str, Any]:
-    msgs = [*row["prompt"], {"role": "assistant", "content": f"<think>…</think>\\boxed{{{letter}}}"}]
+    msgs = [
+        *row["prompt"],
+        {"role": "assistant", "content": f"<think>…</think>\\boxed{{{letter}}}"},
+    ]
     return {**row, "messages": msgs}
 
 
@@ -132,9 +135,7 @@ def test_weighted_sample_balances_categories_languages_and_difficulty(
 ) -> None:
     zh = list(itertools.islice(cmexam_rows(shared_path("zh", "cmexam_dev.jsonl")), 20))
     pool = [*medqa, *zh, *_general(600, "en"), *_general(600, "zh")]
-    cfg = MixConfig(
-        total=200, category_shares={"general": 0.7, "medical": 0.3}, seed=1
-    )
+    cfg = MixConfig(total=200, category_shares={"general": 0.7, "medical": 0.3}, seed=1)
     out, rep = weighted_sample(pool, cfg)
     assert len(out) == 200
     by_cat = rep.by(0)
