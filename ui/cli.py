@@ -688,9 +688,119 @@ def eval_retrieval(
     out.print(t)
 
 
+@eval_app.command("qa")
+def eval_qa(
+    benchmark: Annotated[
+        str,
+        typer.Option(help="medqa, medmcqa, mmlu, pubmedqa, medcalc, cmmlu or cmexam."),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="'embedded' (SmolLM2), an OpenAI-compatible endpoint http://HOST:PORT/v1, a "
+            ".gguf file, or a checkpoint folder (vLLM offline, GPU)."
+        ),
+    ],
+    model_name: Annotated[
+        str, typer.Option(help="Model name sent to an endpoint (vLLM --served-model-name).")
+    ] = "default",
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", help="Benchmark file; default: its file in ../shared/data."),
+    ] = None,
+    rag: Annotated[
+        bool, typer.Option("--rag", help="Put evidex's top passages (the --store index) first.")
+    ] = False,
+    k: Annotated[int, typer.Option(min=1, help="Passages per question with --rag.")] = 5,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 1024,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Results folder (JSONL per run, summaries, chart).")
+    ] = Path("eval-results"),
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy of a model on a medical benchmark, closed-book or with evidex retrieval.
+
+    Re-running the same command resumes: finished items are kept, failed ones retried.
+    """
+    from tqdm import tqdm
+
+    from planner.chat import ChatError
+    from rl_training.eval import benchmarks, harness
+    from rl_training.eval.models import load_model
+
+    def body() -> Any:
+        rows = benchmarks.load(benchmark, input)
+        cfg = harness.EvalConfig(
+            benchmark=benchmark,
+            model=model,
+            rag=rag,
+            k=k,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            limit=limit,
+        )
+        searcher = None
+        try:
+            chat = load_model(model, name=model_name, max_tokens=max_tokens)
+            if rag:
+                from retrieval.search import Searcher
+
+                searcher = Searcher(_settings(config, store))
+                if searcher.index.store.count() == 0:
+                    raise ValueError(
+                        f"--rag: the index at {searcher.settings.store.path} is empty: ingest a "
+                        "corpus first (evidex ingest files PATH)"
+                    )
+            n = min(len(rows), limit or len(rows))
+            with tqdm(total=n, desc=f"eval {benchmark}", disable=None) as bar:
+                summary = harness.run(rows, chat, cfg, out_dir, searcher, progress=bar.update)
+        except ChatError as exc:
+            raise ValueError(str(exc)) from None
+        finally:
+            if searcher is not None:
+                searcher.close()
+        all_runs = harness.load_summaries(out_dir)
+        png = harness.bar_chart(all_runs, out_dir / "accuracy.png")
+        return summary, all_runs, png
+
+    summary, all_runs, png = _guard(body)
+    if summary.errors:
+        err.print(
+            f"[yellow]{summary.errors} item(s) failed at the model and were not scored: re-run "
+            "the same command to retry them[/]"
+        )
+    if as_json:
+        out.print_json(json.dumps({**summary.__dict__, "chart": str(png)}))
+        return
+    t = Table(title=f"evidex eval qa ({out_dir})")
+    for col in ("benchmark", "model", "rag", "items", "accuracy %", "mean score %"):
+        t.add_column(col, justify="left" if col in ("benchmark", "model") else "right")
+    for s in all_runs:
+        t.add_row(
+            s.benchmark,
+            s.model,
+            "yes" if s.rag else "no",
+            f"{s.items}/{s.total}",
+            f"{100 * s.accuracy:.1f}",
+            f"{100 * s.mean_score:.1f}",
+        )
+    out.print(t)
+    where = harness.results_path(out_dir, harness.EvalConfig(benchmark, model, rag))
+    err.print(f"results in {where}; chart {png}")
+
+
 @train_app.command("export")
 def train_export(
-    task: Annotated[str, typer.Option(help="medcalc, mcq (MIRAGE file), pubmedqa, cmexam or cmmlu (a CSV or a folder).")],
+    task: Annotated[
+        str,
+        typer.Option(
+            help="medcalc, mcq (MIRAGE file), pubmedqa, cmexam or cmmlu (a CSV or a folder)."
+        ),
+    ],
     input: Annotated[Path, typer.Option("--input", help="The benchmark file to convert.")],
     out: Annotated[Path, typer.Option(help="FILE.parquet (verl RL schema) or FILE.jsonl (SFT).")],
     split: Annotated[str, typer.Option(help="Split name stored in extra_info.")] = "train",

@@ -56,9 +56,9 @@ def parse_difficulty(text: str) -> Difficulty | None:
         except (json.JSONDecodeError, AttributeError):
             value = ""
         if value in LEVELS:
-            return value  # type: ignore[return-value]
+            return value
     found = {lv for lv in LEVELS if re.search(rf"\b{lv}\b", text, re.I)}
-    return found.pop() if len(found) == 1 else None  # type: ignore[return-value]
+    return found.pop() if len(found) == 1 else None
 
 
 def from_pass_rate(

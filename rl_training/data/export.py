@@ -57,6 +57,7 @@ def medcalc_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                 upper_limit=r["Upper Limit"],
                 output_type=r["Output Type"],
                 calculator_id=r["Calculator ID"],
+                question=r["Question"],
                 explanation=r["Ground Truth Explanation"],
             )
 
@@ -72,21 +73,30 @@ def mcq_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                 f"{item['question']}\n\n{_options(item['options'])}\n\n"
                 f"Answer with the option letter. {BOX}"
             )
-            yield _row(names.get(key, key), prompt, item["answer"], i, split, question_id=qid)
+            yield _row(
+                names.get(key, key),
+                prompt,
+                item["answer"],
+                i,
+                split,
+                question_id=qid,
+                question=item["question"],
+            )
             i += 1
 
 
-def pubmedqa_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
+def pubmedqa_rows(
+    path: Path, split: str = "train", with_context: bool = True
+) -> Iterator[dict[str, Any]]:
+    """PubMedQA; ``with_context=False`` gives the question alone (MIRAGE's PubMedQA*)."""
     data = json.loads(Path(path).read_text("utf-8"))
     for i, (pmid, item) in enumerate(data.items()):
         contexts = "\n".join(
             f"{label}: {text}"
             for label, text in zip(item["LABELS"], item["CONTEXTS"], strict=False)
         )
-        prompt = (
-            f"Context (PMID {pmid}):\n{contexts}\n\nQuestion: {item['QUESTION']}\n"
-            f"Answer yes, no or maybe. {BOX}"
-        )
+        head = f"Context (PMID {pmid}):\n{contexts}\n\n" if with_context else ""
+        prompt = f"{head}Question: {item['QUESTION']}\nAnswer yes, no or maybe. {BOX}"
         yield _row(
             "pubmedqa",
             prompt,
@@ -94,6 +104,7 @@ def pubmedqa_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
             i,
             split,
             pmid=pmid,
+            question=item["QUESTION"],
             long_answer=item.get("LONG_ANSWER", ""),
         )
 
@@ -116,6 +127,7 @@ def cmexam_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                 split,
                 question_id=item["id"],
                 multi_answer=multi,
+                question=item["question"],
             )
 
 
@@ -141,7 +153,9 @@ def cmmlu_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                 if answer not in opts:
                     raise ValueError(f"{f}:{line}: answer {answer!r} is not one of A-D")
                 prompt = f"{question}\n\n{_options(opts)}\n\n请给出选项字母。{BOX}"
-                yield _row("cmmlu", prompt, answer, i, split, category=f.stem, line=line)
+                yield _row(
+                    "cmmlu", prompt, answer, i, split, category=f.stem, line=line, question=question
+                )
                 i += 1
 
 

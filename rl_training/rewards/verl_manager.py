@@ -39,8 +39,10 @@ class LengthPenaltyRewardManager(RewardManagerBase):
         reward_model_tokenizer: Any = None,
     ) -> None:
         super().__init__(config, tokenizer, compute_score)
-        self.compute_score = compute_score or evidex_compute_score
-        self.is_async = inspect.iscoroutinefunction(self.compute_score)
+        self.tok: Any = tokenizer
+        self.score_fn: Any = compute_score or evidex_compute_score
+        self.compute_score = self.score_fn
+        self.is_async = inspect.iscoroutinefunction(self.score_fn)
         kwargs = dict((config.reward.get("reward_kwargs") or {}).get("length_penalty") or {})
         unknown = set(kwargs) - set(LengthPenaltyConfig.__dataclass_fields__)
         if unknown:
@@ -52,12 +54,12 @@ class LengthPenaltyRewardManager(RewardManagerBase):
         self.reward_router_address = reward_router_address
         self.reward_model_tokenizer = reward_model_tokenizer
 
-    async def run_single(self, data: DataProto) -> dict:
+    async def run_single(self, data: DataProto) -> dict[str, Any]:
         item = data[-1:][0]
         response_ids = item.batch["responses"]
         length = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
         text = await self.loop.run_in_executor(
-            None, lambda: self.tokenizer.decode(response_ids[:length], skip_special_tokens=True)
+            None, lambda: self.tok.decode(response_ids[:length], skip_special_tokens=True)
         )
         kwargs: dict[str, Any] = {
             "data_source": item.non_tensor_batch["data_source"],
@@ -69,9 +71,9 @@ class LengthPenaltyRewardManager(RewardManagerBase):
             kwargs["reward_router_address"] = self.reward_router_address
             kwargs["reward_model_tokenizer"] = self.reward_model_tokenizer
         if self.is_async:
-            result = await self.compute_score(**kwargs)
+            result = await self.score_fn(**kwargs)
         else:
-            result = await self.loop.run_in_executor(None, lambda: self.compute_score(**kwargs))
+            result = await self.loop.run_in_executor(None, lambda: self.score_fn(**kwargs))
         info = dict(result) if isinstance(result, dict) else {"acc": result}
         score = float(result["score"] if isinstance(result, dict) else result)
         reward, penalty = self.penalty.apply(score, length)

@@ -79,8 +79,10 @@ def parse_score(reply: str) -> float | None:
     r"""The judge's score: the last ``\boxed{}`` after any reasoning, 0 or 1; None when it
     is missing or malformed.
 
-    >>> parse_score("The answers agree. \\boxed{1}"), parse_score("<think>\\boxed{0}</think> \\boxed{1.0}")
-    (1.0, 1.0)
+    >>> parse_score("The answers agree. \\boxed{1}")
+    1.0
+    >>> parse_score("<think>\\boxed{0}</think> \\boxed{1.0}")
+    1.0
     >>> parse_score("\\boxed{\\text{0}}"), parse_score("\\boxed{0.5}"), parse_score("no box")
     (0.0, None, None)
     """

@@ -11,6 +11,7 @@ import pytest
 from rl_training.rewards.length import LengthPenalizedReward, LengthPenaltyConfig
 from rl_training.rewards.search_format import answer_of, search_format_problem
 
+
 def _verl_batch(tokenizer, responses: list[str], prompt: str, pad_to: int):  # type: ignore[no-untyped-def]
     import numpy as np
     import torch
@@ -96,7 +97,7 @@ def test_verl_reward_manager_applies_the_cosine_penalty(tiny_lm: Path) -> None:
         _verl_batch(tok, [right, long_right], "Which?", n_long + 5), [1.0, 0.5]
     )
     assert rm_scores[0, n_short - 1] == 1.0 and rm_scores[1, n_long - 1] == 0.5
-    with pytest.raises(ValueError, match="unknown reward_kwargs.length_penalty"):
+    with pytest.raises(ValueError, match=r"unknown reward_kwargs\.length_penalty"):
         load_reward_manager(_config(treshold=5), tok)
 
 

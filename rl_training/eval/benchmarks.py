@@ -1,0 +1,74 @@
+"""The benchmarks ``evidex eval qa`` runs, as rows in the export schema (prompt, ground truth,
+data source, extra info), read from the real files (default: ``../shared/data``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from rl_training.data import export
+
+Benchmark = Literal["medqa", "medmcqa", "mmlu", "pubmedqa", "medcalc", "cmmlu", "cmexam"]
+BENCHMARKS: tuple[str, ...] = ("medqa", "medmcqa", "mmlu", "pubmedqa", "medcalc", "cmmlu", "cmexam")
+
+# Where each benchmark lives under the shared data folder.
+DEFAULT_FILES = {
+    "medqa": "mirage_medqa_medmcqa_mmlu.json",
+    "medmcqa": "mirage_medqa_medmcqa_mmlu.json",
+    "mmlu": "mirage_medqa_medmcqa_mmlu.json",
+    "pubmedqa": "pubmedqa/pqal_dev.json",
+    "medcalc": "medcalc/medcalc_v1.0_dev.csv",
+    "cmmlu": "zh/cmmlu_medical/test",
+    "cmexam": "zh/cmexam_dev.jsonl",
+}
+
+
+def data_root() -> Path:
+    """``$EVIDEX_SHARED_DATA``, else ``../shared/data`` from the working folder, else beside
+    the evidex checkout."""
+    if os.environ.get("EVIDEX_SHARED_DATA"):
+        return Path(os.environ["EVIDEX_SHARED_DATA"])
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base.parent / "shared" / "data").is_dir():
+            return base.parent / "shared" / "data"
+    return Path.cwd().parent / "shared" / "data"
+
+
+def default_input(benchmark: str) -> Path:
+    return data_root() / DEFAULT_FILES[benchmark]
+
+
+def load(benchmark: str, path: Path | None = None) -> list[dict[str, Any]]:
+    """All rows of a benchmark; each gets an ``id`` (``benchmark:index``)."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
+    path = Path(path) if path else default_input(benchmark)
+    if not path.exists():
+        raise ValueError(
+            f"{benchmark} data not found at {path}: pass --input FILE (the file layout is in "
+            "../shared/data/README.md) or set EVIDEX_SHARED_DATA"
+        )
+    rows: Iterator[dict[str, Any]]
+    convert: Callable[..., Iterator[dict[str, Any]]]
+    if benchmark in ("medqa", "medmcqa", "mmlu"):
+        want = "mmlu_med" if benchmark == "mmlu" else benchmark
+        rows = (r for r in export.mcq_rows(path, "test") if r["data_source"].endswith("/" + want))
+    elif benchmark == "pubmedqa":
+        # MIRAGE's PubMedQA*: the question alone; retrieval (--rag) must find the evidence.
+        rows = export.pubmedqa_rows(path, "test", with_context=False)
+    else:
+        convert = {
+            "medcalc": export.medcalc_rows,
+            "cmmlu": export.cmmlu_rows,
+            "cmexam": export.cmexam_rows,
+        }[benchmark]
+        rows = convert(path, "test")
+    out = []
+    for i, r in enumerate(rows):
+        r["id"] = f"{benchmark}:{i}"
+        out.append(r)
+    if not out:
+        raise ValueError(f"{path} holds no {benchmark} items")
+    return out

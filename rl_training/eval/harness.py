@@ -1,0 +1,254 @@
+"""Run a chat model over a benchmark and score it with the rule rewards.
+
+Every finished item is appended at once to a JSONL results file (prompt, response, extracted
+answer, correct, score), so an interrupted run resumes where it stopped and never scores an
+item twice; items whose request failed are not written and are retried on the next run. The
+summary (accuracy; mean score = micro-F1 on multi-answer items; MedCalc's range accuracy is
+its accuracy) is written beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import platform
+import re
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
+from rl_training.rewards import compute_score
+
+log = logging.getLogger(__name__)
+
+
+class PassageSearch(Protocol):
+    """What RAG needs from retrieval (``retrieval.search.Searcher`` fits)."""
+
+    def search(self, query: str, k: int | None = None) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run."""
+
+    benchmark: str
+    model: str
+    """The ``--model`` value (endpoint, GGUF, checkpoint or 'embedded')."""
+    rag: bool = False
+    k: int = 5
+    """Passages retrieved per question with ``rag``."""
+    max_passage_chars: int = 1200
+    concurrency: int = 4
+    max_tokens: int = 1024
+    limit: int | None = None
+    """Evaluate only the first N items."""
+
+
+@dataclass
+class Summary:
+    benchmark: str
+    model: str
+    rag: bool
+    items: int
+    """Items with a result (all runs of this file)."""
+    total: int
+    """Items in the benchmark slice."""
+    correct: int
+    accuracy: float
+    mean_score: float
+    errors: int
+    """Items whose request failed in the last run (retried next time)."""
+    date: str
+    machine: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.benchmark} · {self.model}{' + RAG' if self.rag else ''}"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a model name.
+
+    >>> slug("http://127.0.0.1:8000/v1"), slug("/models/Qwen2.5-32B")
+    ('127.0.0.1-8000-v1', 'Qwen2.5-32B')
+    """
+    text = re.sub(r"^https?://", "", text.rstrip("/"))
+    if "/" in text and not re.match(r"[\d.]+[:/]|localhost", text):
+        text = text.rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def results_path(out_dir: Path, cfg: EvalConfig) -> Path:
+    return out_dir / f"{cfg.benchmark}-{slug(cfg.model)}{'-rag' if cfg.rag else ''}.jsonl"
+
+
+def _messages(row: dict[str, Any], passages: Sequence[Any], max_chars: int) -> list[ChatMessage]:
+    msgs = [ChatMessage(role=m["role"], content=m["content"]) for m in row["prompt"]]
+    if passages:
+
+        def head(p: Any) -> str:
+            pmid = getattr(p, "pmid", None)
+            parts = [f"PMID {pmid}" if pmid else "", getattr(p, "title", "") or ""]
+            return " · ".join(x for x in parts if x)
+
+        docs = "\n\n".join(
+            f"[{i}] {head(p)}\n{p.text[:max_chars]}" for i, p in enumerate(passages, 1)
+        )
+        last = msgs[-1]
+        msgs[-1] = ChatMessage(
+            role=last.role,
+            content=f"Relevant documents:\n{docs}\n\n{last.content}",
+        )
+    return msgs
+
+
+def _done(path: Path) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    rec = json.loads(line)
+                    done[rec["id"]] = rec
+                except (json.JSONDecodeError, KeyError):
+                    log.warning(
+                        "%s:%d: unreadable result line skipped (re-run re-scores it)", path, n
+                    )
+    return done
+
+
+def run(
+    rows: Sequence[dict[str, Any]],
+    chat: ChatModel,
+    cfg: EvalConfig,
+    out_dir: Path,
+    searcher: PassageSearch | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> Summary:
+    """Evaluate ``chat`` on ``rows`` (see the module doc); returns and writes the summary."""
+    if cfg.rag and searcher is None:
+        raise ValueError("rag needs a searcher over an evidex index")
+    rows = list(rows[: cfg.limit] if cfg.limit else rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = results_path(out_dir, cfg)
+    done = _done(path)
+    todo = [r for r in rows if r["id"] not in done]
+    if progress and len(rows) - len(todo):
+        progress(len(rows) - len(todo))
+    lock = threading.Lock()
+    errors = 0
+
+    def prepare(row: dict[str, Any]) -> list[ChatMessage]:
+        passages: Sequence[Any] = []
+        if cfg.rag and searcher is not None:
+            query = str(row["extra_info"].get("question") or row["prompt"][-1]["content"])
+            passages = searcher.search(query, k=cfg.k)
+        return _messages(row, passages, cfg.max_passage_chars)
+
+    def record(row: dict[str, Any], msgs: list[ChatMessage], res: ChatResult) -> None:
+        response = f"<think>{res.reasoning}</think>{res.text}" if res.reasoning else res.text
+        truth = row["reward_model"]["ground_truth"]
+        scored = compute_score(row["data_source"], response, truth, row["extra_info"])
+        rec = {
+            "id": row["id"],
+            "prompt": [{"role": m.role, "content": m.content} for m in msgs],
+            "response": response,
+            "ground_truth": truth,
+            "extracted": scored.get("pred"),
+            "correct": bool(scored["acc"]),
+            "score": float(scored["score"]),
+            "completion_tokens": res.completion_tokens,
+            "seconds": round(res.seconds, 3),
+        }
+        with lock, open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            done[row["id"]] = rec
+        if progress:
+            progress(1)
+
+    batch = getattr(chat, "complete_batch", None)
+    if callable(batch):  # vLLM offline: one engine call per chunk
+        for i in range(0, len(todo), 256):
+            chunk = todo[i : i + 256]
+            prompts = [prepare(r) for r in chunk]
+            for row, msgs, res in zip(chunk, prompts, batch(prompts, cfg.max_tokens), strict=True):
+                record(row, msgs, res)
+    else:
+
+        def one(row: dict[str, Any]) -> None:
+            msgs = prepare(row)
+            record(row, msgs, chat.complete(msgs, max_tokens=cfg.max_tokens, temperature=0.0))
+
+        with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool:
+            futures = {pool.submit(one, r): r for r in todo}
+            for fut in as_completed(futures):
+                try:
+                    fut.result()
+                except ChatError as exc:
+                    errors += 1
+                    log.warning(
+                        "%s: the model failed (%s); re-run to retry it", futures[fut]["id"], exc
+                    )
+
+    ids = {r["id"] for r in rows}
+    results = [done[i] for i in ids if i in done]
+    correct = sum(r["correct"] for r in results)
+    summary = Summary(
+        benchmark=cfg.benchmark,
+        model=getattr(chat, "name", cfg.model) if cfg.model == "embedded" else cfg.model,
+        rag=cfg.rag,
+        items=len(results),
+        total=len(rows),
+        correct=correct,
+        accuracy=correct / len(results) if results else 0.0,
+        mean_score=sum(r["score"] for r in results) / len(results) if results else 0.0,
+        errors=errors,
+        date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        machine=f"{platform.node()} ({platform.machine()}, {platform.system()})",
+    )
+    path.with_suffix(".summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    return summary
+
+
+def load_summaries(out_dir: Path) -> list[Summary]:
+    """Every run's summary in a results folder, sorted by benchmark then model."""
+    found = [Summary(**json.loads(p.read_text())) for p in sorted(out_dir.glob("*.summary.json"))]
+    return sorted(found, key=lambda s: (s.benchmark, s.model, s.rag))
+
+
+def bar_chart(summaries: Sequence[Summary], png: Path) -> Path:
+    """A bar chart of accuracy per run (grouped by benchmark) saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = sorted({s.benchmark for s in summaries})
+    runs = sorted({(s.model, s.rag) for s in summaries})
+    width = 0.8 / max(len(runs), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(benches) * max(1, len(runs)) ** 0.5), 4))
+    for j, (model, rag) in enumerate(runs):
+        xs, ys = [], []
+        for i, b in enumerate(benches):
+            hit = [s for s in summaries if (s.benchmark, s.model, s.rag) == (b, model, rag)]
+            if hit:
+                xs.append(i + j * width - 0.4 + width / 2)
+                ys.append(100 * hit[0].accuracy)
+        bars = ax.bar(xs, ys, width, label=f"{model}{' + RAG' if rag else ''}")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(benches)), benches)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("evidex eval qa")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png

@@ -1,0 +1,166 @@
+"""The evaluation harness: scripted models that are always right (100%) and always wrong (0%)
+on every benchmark prove the metric code; resume and retry; RAG over a real index; and the
+embedded model end to end through the CLI (low score, right pipeline)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from planner.chat import ChatError, ChatMessage
+from rl_training.eval import benchmarks, harness
+from rl_training.eval.harness import EvalConfig
+from tests.answer_fixture import AnswerIndex
+from tests.conftest import SHARED
+from tests.scripted_chat import ScriptedChat
+from ui.cli import app
+
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found: {SHARED}")
+
+
+def _wrong(row: dict[str, Any]) -> str:
+    truth = str(row["reward_model"]["ground_truth"])
+    task = row["data_source"].split("/")[-1]
+    if task == "pubmedqa":
+        return "no" if truth != "no" else "yes"
+    if task == "medcalc":
+        info = row["extra_info"]
+        if info["output_type"] == "date":
+            return "01/01/1900"
+        return "(99 weeks, 9 days)" if "week" in truth else "-99999"
+    return next(c for c in "ABCDE" if c not in truth)
+
+
+def _oracle(rows: Sequence[dict[str, Any]], right: bool) -> ScriptedChat:
+    by_prompt = {r["prompt"][-1]["content"]: r for r in rows}
+
+    def reply(msgs: Sequence[ChatMessage]) -> str:
+        text = msgs[-1].content  # with --rag the retrieved documents come first
+        row = by_prompt.get(text) or next(r for p, r in by_prompt.items() if text.endswith(p))
+        ans = row["reward_model"]["ground_truth"] if right else _wrong(row)
+        return f"<think>working</think>The answer is \\boxed{{{ans}}}"
+
+    return ScriptedChat(reply)
+
+
+@pytest.mark.parametrize("bench", benchmarks.BENCHMARKS)
+def test_right_and_wrong_models_score_100_and_0(bench: str, tmp_path: Path) -> None:
+    rows = benchmarks.load(bench)
+    step = max(1, len(rows) // 40)
+    rows = rows[::step][:40]  # a spread of items (MedCalc: many calculators and output types)
+    for right, expected in ((True, 1.0), (False, 0.0)):
+        cfg = EvalConfig(bench, f"oracle-{right}", concurrency=3)
+        s = harness.run(rows, _oracle(rows, right), cfg, tmp_path)
+        assert (s.items, s.accuracy, s.mean_score, s.errors) == (len(rows), expected, expected, 0)
+        lines = harness.results_path(tmp_path, cfg).read_text().splitlines()
+        rec = json.loads(lines[0])
+        assert {"id", "prompt", "response", "extracted", "correct", "score"} <= set(rec)
+        assert rec["prompt"][-1]["role"] == "user"
+
+
+def test_multi_answer_items_score_micro_f1(tmp_path: Path) -> None:
+    rows = [r for r in benchmarks.load("cmexam") if len(r["reward_model"]["ground_truth"]) == 2][:5]
+    assert rows, "cmexam has multi-answer items"
+    half = ScriptedChat(
+        lambda m: "\\boxed{" + _row_of(rows, m)["reward_model"]["ground_truth"][0] + "}"
+    )
+    s = harness.run(rows, half, EvalConfig("cmexam", "half"), tmp_path)
+    assert s.accuracy == 0.0 and s.mean_score == pytest.approx(2 / 3)  # P=1, R=1/2
+
+
+def _row_of(rows: Sequence[dict[str, Any]], msgs: Sequence[ChatMessage]) -> dict[str, Any]:
+    return next(r for r in rows if r["prompt"][-1]["content"] == msgs[-1].content)
+
+
+def test_resume_and_retry(tmp_path: Path) -> None:
+    rows = benchmarks.load("medqa")[:12]
+    cfg = EvalConfig("medqa", "flaky", concurrency=2)
+    calls: list[str] = []
+
+    def flaky(msgs: Sequence[ChatMessage]) -> str:
+        row = _row_of(rows, msgs)
+        calls.append(row["id"])
+        if row["id"] in ("medqa:3", "medqa:7"):
+            raise ChatError("endpoint down")
+        return f"\\boxed{{{row['reward_model']['ground_truth']}}}"
+
+    first = harness.run(rows[:10], ScriptedChat(flaky), cfg, tmp_path)
+    assert (first.items, first.total, first.errors) == (8, 10, 2)
+    calls.clear()
+
+    def healthy(msgs: Sequence[ChatMessage]) -> str:
+        calls.append(_row_of(rows, msgs)["id"])
+        return f"\\boxed{{{_row_of(rows, msgs)['reward_model']['ground_truth']}}}"
+
+    again = harness.run(rows, ScriptedChat(healthy), cfg, tmp_path)
+    assert sorted(calls) == ["medqa:10", "medqa:11", "medqa:3", "medqa:7"]  # only what is left
+    assert (again.items, again.accuracy, again.errors) == (12, 1.0, 0)
+    ids = [
+        json.loads(x)["id"] for x in harness.results_path(tmp_path, cfg).read_text().splitlines()
+    ]
+    assert len(ids) == len(set(ids)) == 12  # never scored twice
+
+
+def test_rag_puts_retrieved_passages_in_the_prompt(
+    answer_index: AnswerIndex, tmp_path: Path
+) -> None:
+    from retrieval.search import Searcher
+
+    rows = [r for r in benchmarks.load("pubmedqa") if r["extra_info"]["pmid"] == answer_index.pmid]
+    assert rows and "Context" not in rows[0]["prompt"][-1]["content"]  # PubMedQA*: no context
+    chat = _oracle(rows, True)
+    with Searcher(answer_index.settings()) as searcher:
+        s = harness.run(
+            rows, chat, EvalConfig("pubmedqa", "oracle", rag=True, k=3), tmp_path, searcher
+        )
+    assert s.accuracy == 1.0
+    prompt = chat.sent[0][-1].content
+    assert (
+        prompt.startswith("Relevant documents:\n[1] PMID") and f"PMID {answer_index.pmid}" in prompt
+    )
+    assert "\n\n[2] " in prompt and "\n\n[3] " in prompt and "\n\n[4] " not in prompt  # k=3
+    with pytest.raises(ValueError, match="searcher"):
+        harness.run(rows, chat, EvalConfig("pubmedqa", "x", rag=True), tmp_path)
+
+
+def test_cli_with_the_embedded_model(tmp_path: Path, answer_index: AnswerIndex) -> None:
+    out = tmp_path / "runs"
+    runner = CliRunner()
+    base = ["eval", "qa", "--model", "embedded", "--max-tokens", "48", "--out", str(out)]
+    res = runner.invoke(app, [*base, "--benchmark", "medqa", "--limit", "2"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app,
+        [
+            *base,
+            "--benchmark",
+            "pubmedqa",
+            "--limit",
+            "2",
+            "--rag",
+            "--store",
+            str(answer_index.store),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["items"] == 2 and summary["rag"] is True and 0 <= summary["accuracy"] <= 1
+    lines = (out / "pubmedqa-embedded-rag.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "Relevant documents" in json.loads(lines[0])["prompt"][-1]["content"]
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(harness.load_summaries(out)) == 2
+    bad = runner.invoke(app, [*base, "--benchmark", "astro"])
+    assert bad.exit_code == 1 and "unknown benchmark" in bad.stderr
+    bad = runner.invoke(app, ["eval", "qa", "--benchmark", "medqa", "--model", str(tmp_path)])
+    assert bad.exit_code == 1 and "is not 'embedded'" in bad.stderr
+    hf = tmp_path / "ckpt"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    bad = runner.invoke(app, ["eval", "qa", "--benchmark", "medqa", "--model", str(hf)])
+    assert bad.exit_code == 1 and "needs vLLM" in bad.stderr
