@@ -1,4 +1,3 @@
-"""evidex training backend (data curation, rewards, environments, trainers).
-
-Not built yet (see the rl_training issues).
-"""
+"""evidex training backend: training data (export, curation, difficulty, mix), rewards (rule
+rewards, the cosine length penalty for verl and TRL, the verifier reward model, the search
+format reward) and the evaluation harness. See rl_training/README.md."""

@@ -812,6 +812,92 @@ def train_export(
     err.print(f"wrote {n} rows to {out}")
 
 
+@train_app.command("curate")
+def train_curate(
+    input: Annotated[Path, typer.Argument(help="Chat records, JSONL (e.g. from train export).")],
+    out: Annotated[Path, typer.Option(help="Where the kept records go (JSONL).")],
+    check_format: Annotated[
+        bool, typer.Option("--format/--no-format", help="One <think> block, then the answer.")
+    ] = True,
+    repetition_n: Annotated[int, typer.Option(min=1, help="n of the n-gram filter.")] = 4,
+    repetition_threshold: Annotated[
+        float, typer.Option(min=0, max=1, help="Most repeated n-grams allowed (1 = off).")
+    ] = 0.3,
+    correctness: Annotated[
+        bool, typer.Option(help="Drop verifiable records the rule rewards score wrong.")
+    ] = True,
+    reward_model: Annotated[
+        Path | None,
+        typer.Option(help="Sequence-classification reward model folder for unverifiable items."),
+    ] = None,
+    vrm_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible judge for the verifier reward (unverifiable items)."),
+    ] = None,
+    vrm_model: Annotated[str, typer.Option(help="Judge model name.")] = "default",
+    threshold: Annotated[
+        float | None, typer.Option(help="Keep reward-model scores at or above this.")
+    ] = None,
+    top_fraction: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Or keep the best fraction.")
+    ] = None,
+) -> None:
+    """Filter SFT records step by step and report what each step dropped and why."""
+    from rl_training.data import filters
+
+    def body() -> list[Any]:
+        if not input.is_file():
+            raise ValueError(f"input file {input} does not exist")
+        records: list[Any] = []
+        with open(input, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{input}:{n}: not JSON ({exc.msg})") from None
+        reports = []
+        if check_format:
+            records, rep = filters.format_filter(records)
+            reports.append(rep)
+        if repetition_threshold < 1:
+            records, rep = filters.repetition_filter(records, repetition_n, repetition_threshold)
+            reports.append(rep)
+        if correctness:
+            records, rep = filters.correctness_filter(records)
+            reports.append(rep)
+        if reward_model or vrm_url:
+            if reward_model and vrm_url:
+                raise ValueError("give --reward-model or --vrm-url, not both")
+            scorer: Any
+            if reward_model:
+                from rl_training.data.reward_model import HFRewardModel
+
+                scorer = HFRewardModel(reward_model)
+            else:
+                from rl_training.rewards.vrm import VerifierRewardModel, VRMConfig
+
+                judge = VerifierRewardModel(
+                    VRMConfig(base_url=str(vrm_url), model=vrm_model, cache_dir=out.parent)
+                )
+                scorer = judge.record_scorer()
+            records, rep = filters.reward_model_filter(
+                records, scorer, threshold=threshold, top_fraction=top_fraction
+            )
+            reports.append(rep)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        return reports
+
+    reports = _guard(body)
+    for rep in reports:
+        err.print(str(rep), highlight=False)
+    err.print(f"kept {reports[-1].kept if reports else 'all'} records in {out}")
+
+
 def main() -> None:
     """Console entry point."""
     app()

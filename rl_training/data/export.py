@@ -128,6 +128,9 @@ def cmexam_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                 question_id=item["id"],
                 multi_answer=multi,
                 question=item["question"],
+                explanation=""
+                if str(item.get("explanation")) in ("", "nan", "None")
+                else item["explanation"],
             )
 
 
@@ -157,6 +160,23 @@ def cmmlu_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                     "cmmlu", prompt, answer, i, split, category=f.stem, line=line, question=question
                 )
                 i += 1
+
+
+def sft_record(row: dict[str, Any]) -> dict[str, Any]:
+    r"""An RL row as an SFT chat record: the prompt plus an assistant turn that reasons with
+    the source's own rationale (MedCalc's explanation, PubMedQA's long answer, CMExam's
+    explanation; empty when there is none) and boxes the ground truth. The RL fields stay, so
+    the curation filters can verify the record.
+
+    >>> row = _row("medqa", "Q?", "B", 0, "train", explanation="Because.")
+    >>> sft_record(row)["messages"][-1]["content"]
+    '<think>\nBecause.\n</think>\n\nThe answer is \\boxed{B}.'
+    """
+    info = row["extra_info"]
+    why = str(info.get("explanation") or info.get("long_answer") or "").strip()
+    answer = row["reward_model"]["ground_truth"]
+    reply = f"<think>\n{why}\n</think>\n\nThe answer is \\boxed{{{answer}}}."
+    return {**row, "messages": [*row["prompt"], {"role": "assistant", "content": reply}]}
 
 
 CONVERTERS = {
@@ -189,7 +209,7 @@ def export(task: Task, source: Path, out: Path, split: str = "train") -> int:
     elif out.suffix == ".jsonl":
         with open(out, "w", encoding="utf-8") as fh:
             for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(sft_record(r), ensure_ascii=False) + "\n")
     else:
         raise ValueError(f"{out}: write .parquet (verl RL) or .jsonl (SFT)")
     return len(rows)

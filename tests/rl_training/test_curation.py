@@ -154,3 +154,38 @@ def test_weighted_sample_balances_categories_languages_and_difficulty(
     assert len(small) == 5 and rep.shortfall == {("medical", "*"): 5}
     with pytest.raises(ValueError, match="sum to 1"):
         MixConfig(category_shares={"general": 0.5})
+
+
+def test_curate_command_reports_each_step(tmp_path: Path, medqa: list[dict[str, Any]]) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    right = [_answered(r, r["reward_model"]["ground_truth"]) for r in medqa[:5]]
+    wrong = [
+        _answered(r, "E" if r["reward_model"]["ground_truth"] != "E" else "A") for r in medqa[5:8]
+    ]
+    loop = {
+        **right[0],
+        "messages": [
+            *right[0]["prompt"],
+            {"role": "assistant", "content": "<think>" + "go on " * 200 + "</think>\\boxed{A}"},
+        ],
+    }
+    unformatted = {
+        **right[1],
+        "messages": [*right[1]["prompt"], {"role": "assistant", "content": "B"}],
+    }
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [*right, *wrong, loop, unformatted]))
+    out = tmp_path / "kept.jsonl"
+    res = CliRunner().invoke(app, ["train", "curate", str(src), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "format: kept 9; dropped no well-formed think block 1" in res.stderr
+    assert "dropped repetitive 1" in res.stderr and "dropped wrong 3" in res.stderr
+    assert [json.loads(x) for x in out.read_text().splitlines()] == right
+    src.write_text("{not json\n")
+    bad = CliRunner().invoke(app, ["train", "curate", str(src), "--out", str(out)])
+    assert bad.exit_code == 1 and "in.jsonl:1: not JSON" in bad.stderr

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from rl_training.data.filters import correctness_filter, format_filter
 from rl_training.rewards import compute_score
 from tests.conftest import shared_path
 from ui.cli import app
@@ -73,8 +74,16 @@ def test_export_jsonl_and_bad_input(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 0
-    first = json.loads(out.read_text().splitlines()[0])
+    records = [json.loads(line) for line in out.open(encoding="utf-8")]  # not splitlines: U+2028
+    first = records[0]
     assert first["data_source"] == "evidex/pubmedqa" and first["extra_info"]["pmid"]
+    # SFT records: the prompt, then the long answer as reasoning and the boxed decision; they
+    # pass the format and correctness filters as they are.
+    assert first["messages"][-1]["role"] == "assistant"
+    assert first["extra_info"]["long_answer"][:40] in first["messages"][-1]["content"]
+    kept, rep = format_filter(records)
+    kept, rep2 = correctness_filter(kept)
+    assert len(kept) == len(records) == 500 and rep2.passed == 0
     bad = runner.invoke(
         app,
         [
