@@ -81,7 +81,7 @@ def test_export_jsonl_and_bad_input(tmp_path: Path) -> None:
     # pass the format and correctness filters as they are.
     assert first["messages"][-1]["role"] == "assistant"
     assert first["extra_info"]["long_answer"][:40] in first["messages"][-1]["content"]
-    kept, rep = format_filter(records)
+    kept, _ = format_filter(records)
     kept, rep2 = correctness_filter(kept)
     assert len(kept) == len(records) == 500 and rep2.passed == 0
     bad = runner.invoke(
