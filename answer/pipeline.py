@@ -202,7 +202,7 @@ class Assistant:
         return self._verifier
 
     def settings_hash(self) -> str:
-        raw = self.settings.model_dump_json(exclude={"data_dir"})
+        raw = self.settings.model_dump_json(exclude={"data_dir", "chat"})
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     # -- public API -----------------------------------------------------------------------

@@ -301,6 +301,34 @@ class AnswerSettings(_Stage):
     verify: VerifySettings = Field(default_factory=VerifySettings)
 
 
+class ChatSettings(_Stage):
+    """The clinicians' Streamlit chat (``evidex chat``)."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the chat listens on. Loopback by default; put a TLS reverse proxy "
+        "in front to serve a ward.",
+    )
+    port: int = Field(8501, ge=1, le=65535, description="Port of the chat.")
+    login: Literal["local", "oidc", "none"] = Field(
+        "local",
+        description="'local': users file with hashed passwords (evidex users add NAME); "
+        "'oidc': Streamlit's own OpenID Connect login ([auth] in .streamlit/secrets.toml); "
+        "'none': no login (single-user workstation only).",
+    )
+    users_file: Path | None = Field(
+        None, description="The local users file. Empty: <data_dir>/users.json."
+    )
+    feedback_db: Path | None = Field(
+        None, description="SQLite file for answer feedback. Empty: <data_dir>/feedback.sqlite."
+    )
+    audit_log: Path | None = Field(
+        None,
+        description="JSONL audit log of who asked what and when (no patient data). Empty: "
+        "<data_dir>/audit.jsonl.",
+    )
+
+
 class Settings(BaseSettings):
     """All evidex settings."""
 
@@ -323,6 +351,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
 
     @classmethod
     def settings_customise_sources(

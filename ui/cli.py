@@ -486,6 +486,10 @@ def demo(
         bool | None,
         typer.Option(help="Keep asking for questions (default: when stdin is a terminal)."),
     ] = None,
+    chat: Annotated[
+        bool,
+        typer.Option("--chat/--no-chat", help="After the first answer, open the clinicians' chat."),
+    ] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -555,6 +559,10 @@ def demo(
 
     try:
         ask(question)
+        if chat:
+            assistant.close()
+            _launch_chat(settings, config, store, settings.chat.host, settings.chat.port, True)
+            return
         if interactive is None:
             interactive = sys.stdin.isatty()
         while interactive:
@@ -567,6 +575,126 @@ def demo(
             ask(q)
     finally:
         assistant.close()
+
+
+def _launch_chat(
+    settings: Any, config: Path | None, store: Path | None, host: str, port: int, browser: bool
+) -> None:
+    """Run the Streamlit chat in the foreground until Ctrl-C."""
+    import importlib.util
+    import os
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        err.print(
+            "[bold red]error:[/] the chat needs Streamlit: bash scripts/setup.sh ui "
+            "(or pip install -e '.[ui]')"
+        )
+        raise typer.Exit(EXIT_ERROR)
+    from ui.auth import UserStore, ensure_first_user
+
+    if settings.chat.login == "local":
+        users = UserStore(settings.chat.users_file or settings.data_dir / "users.json")
+        password = _guard(lambda: ensure_first_user(users))
+        if password:
+            err.print(
+                f"created the first chat user [bold]admin[/] with password [bold]{password}[/] "
+                f"(stored hashed in {users.path}; add users with evidex users add NAME)",
+                highlight=False,
+            )
+    env = dict(os.environ)
+    if config is not None:
+        env["EVIDEX_CONFIG"] = str(Path(config).resolve())
+    if store is not None:
+        env["EVIDEX_STORE__PATH"] = str(Path(store).resolve())
+    app_file = Path(__file__).with_name("chat_app.py")
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app_file),
+        "--server.address", host, "--server.port", str(port),
+        "--server.headless", "false" if browser else "true",
+        "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
+        "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+    err.print(f"evidex chat on http://{host}:{port}  (Ctrl-C stops it)")
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command("chat")
+def chat_command(
+    host: Annotated[str | None, typer.Option(help="Address (default chat.host).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default chat.port, 8501).")
+    ] = None,
+    browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Open a browser tab.")
+    ] = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The clinicians' chat (Streamlit) over the configured index and model."""
+    settings = _guard(lambda: _settings(config, store))
+    _launch_chat(
+        settings, config, store, host or settings.chat.host, port or settings.chat.port, browser
+    )
+
+
+users_app = typer.Typer(no_args_is_help=True, help="Chat users (local users file).")
+feedback_app = typer.Typer(no_args_is_help=True, help="Clinicians' feedback on answers.")
+app.add_typer(users_app, name="users")
+app.add_typer(feedback_app, name="feedback")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="EVIDEX_NEW_PASSWORD",
+            help="Asked for when not given (never put it on the command line).",
+        ),
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Create a chat user, or reset a user's password."""
+    from ui.auth import UserStore
+
+    settings = _guard(lambda: _settings(config))
+    users = UserStore(settings.chat.users_file or settings.data_dir / "users.json")
+    _guard(lambda: users.add(name, password))
+    err.print(f"user {name} saved in {users.path}")
+
+
+@users_app.command("list")
+def users_list(config: ConfigOpt = None) -> None:
+    """Names of the chat users."""
+    from ui.auth import UserStore
+
+    settings = _guard(lambda: _settings(config))
+    for n in _guard(
+        lambda: UserStore(settings.chat.users_file or settings.data_dir / "users.json").names()
+    ):
+        out.print(n)
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out_file: Annotated[Path, typer.Option("--out", help="Preference pairs (JSONL).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Write preference pairs (prompt, chosen, rejected) from the chat's feedback."""
+    from ui.feedback import export_pairs
+
+    settings = _guard(lambda: _settings(config))
+    db = settings.chat.feedback_db or settings.data_dir / "feedback.sqlite"
+    n = _guard(lambda: export_pairs(db, out_file))
+    err.print(f"wrote {n} preference pairs to {out_file}")
 
 
 @app.command("serve-search")
