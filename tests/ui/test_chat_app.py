@@ -1,0 +1,151 @@
+"""The chat page with Streamlit's AppTest: the real Assistant over a real index and the real
+embedded model (answers kept short), the real users file, feedback database and audit log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit", reason="the chat needs the ui extra (pip install -e '.[ui]')")
+
+from streamlit.testing.v1 import AppTest
+
+from answer import REVIEW_NOTICE
+from tests.answer_fixture import AnswerIndex
+from ui.auth import UserStore
+
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "chat_app.py")
+PASSWORD = "ward-3 password"
+
+
+@pytest.fixture
+def env(
+    answer_index: AnswerIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    import streamlit as st
+
+    monkeypatch.setenv("EVIDEX_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EVIDEX_STORE__PATH", str(answer_index.store))
+    monkeypatch.setenv("EVIDEX_LLM__MAX_TOKENS", "60")
+    UserStore(tmp_path / "users.json").add("alice", PASSWORD)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    st.cache_resource.clear()
+
+
+def _login(at: AppTest, password: str = PASSWORD) -> AppTest:
+    at.run()
+    at.text_input[0].input("alice")
+    at.text_input[1].input(password)
+    at.button[0].click().run()
+    return at
+
+
+def test_login_is_required_and_audited(env: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception and not at.chat_input  # nothing but the login form
+    _login(at, "wrong password")
+    assert "Wrong user name or password" in at.error[0].value and not at.chat_input
+    _login(at)
+    assert not at.exception and at.chat_input
+    assert at.warning[0].value == REVIEW_NOTICE  # the permanent notice
+    events = [json.loads(x)["event"] for x in (env / "audit.jsonl").read_text().splitlines()]
+    assert events == ["login_failed", "login"]
+    sidebar = " ".join(m.value for m in at.sidebar.markdown) + " ".join(
+        c.value for c in at.sidebar.caption
+    )
+    assert "Signed in as **alice**" in sidebar and "SmolLM2" in sidebar and "documents" in sidebar
+
+
+def test_ask_shows_answer_references_and_takes_feedback(
+    env: Path, answer_index: AnswerIndex
+) -> None:
+    at = _login(AppTest.from_file(APP, default_timeout=300))
+    at.chat_input[0].set_value(answer_index.question).run()
+    assert not at.exception
+    msgs = at.session_state["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant"]
+    answer = msgs[1]["answer"]
+    labels = [e.label for e in at.expander]
+    assert any(label.startswith("[1] ") for label in labels)  # reference cards
+    assert "Plan: how the question was searched" in labels
+    assert any(label.startswith("Evidence retrieved") for label in labels)
+    text = " ".join(m.value for m in at.markdown)
+    assert f"pubmed.ncbi.nlm.nih.gov/{answer_index.pmid}" in text  # a link to open the source
+    assert ("Insufficient evidence" in text) == answer.abstained  # a distinct look
+    assert any(c.value.endswith(REVIEW_NOTICE) for c in at.caption)
+    # the audit log has the question and the answer id, nothing else about the case
+    ask = [json.loads(x) for x in (env / "audit.jsonl").read_text().splitlines()][-1]
+    assert ask == {
+        **ask,
+        "event": "ask",
+        "question": answer_index.question,
+        "answer_id": answer.answer_id,
+    }
+    # feedback: thumbs down, a comment and a correction
+    at.radio[0].set_value("👎 Not helpful")
+    at.text_input(key=f"comment-{answer.answer_id}").input("misses the trial result")
+    at.text_area(key=f"corr-{answer.answer_id}").input(
+        "Yes: tailored telephone counseling helped [1]."
+    )
+    next(b for b in at.button if b.label == "Send feedback").click().run()
+    assert not at.exception and any("Feedback saved" in c.value for c in at.caption)
+    with sqlite3.connect(env / "feedback.sqlite") as db:
+        rows = db.execute(
+            "SELECT user, rating, comment, correction, question, settings_hash FROM feedback"
+        ).fetchall()
+    correction = "Yes: tailored telephone counseling helped [1]."
+    assert rows == [
+        ("alice", -1, "misses the trial result", correction, answer_index.question,
+         answer.settings_hash)
+    ]  # fmt: skip
+
+
+def test_patient_context_filters_and_errors(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _login(AppTest.from_file(APP, default_timeout=300))
+    # patient form -> active indicator and a clear button
+    at.sidebar.number_input[0].set_value(67)
+    at.sidebar.selectbox[0].select("female")
+    at.sidebar.text_input[0].input("type 2 diabetes")
+    next(b for b in at.sidebar.button if b.label == "Use this patient").click().run()
+    assert not at.exception
+    assert "Active: 67-year-old female" in at.sidebar.success[0].value
+    assert any("Patient context is active" in i.value for i in at.info)
+    next(b for b in at.sidebar.button if b.label == "Clear patient context").click().run()
+    assert "patient" not in at.session_state and not at.sidebar.success
+    # a filter that matches nothing: the answer says there is no evidence, no traceback
+    at.sidebar.multiselect(key="evidence_levels").set_value(["case_report"])
+    at.chat_input[0].set_value("Does aspirin prevent stroke after a TIA?").run()
+    assert not at.exception
+    answer = at.session_state["messages"][-1]["answer"]
+    assert answer.abstained and not answer.passages
+
+
+def test_empty_store_is_a_message(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVIDEX_STORE__PATH", str(env / "no-index"))
+    at = _login(AppTest.from_file(APP, default_timeout=120))
+    assert not at.exception and any("unavailable" in c.value for c in at.sidebar.caption)
+    at.chat_input[0].set_value("Does aspirin prevent stroke?").run()
+    assert not at.exception
+    assert "evidex cannot answer yet" in at.error[0].value and "ingest" in at.error[0].value
+
+
+def test_model_endpoint_down_is_a_message(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.llama_server import free_port
+
+    monkeypatch.setenv("EVIDEX_LLM__KIND", "openai")
+    monkeypatch.setenv("EVIDEX_LLM__BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setenv("EVIDEX_LLM__RETRIES", "0")
+    at = _login(AppTest.from_file(APP, default_timeout=120))
+    at.chat_input[0].set_value("Can tailored interventions increase mammography use?").run()
+    assert not at.exception
+    answer = at.session_state["messages"][-1]["answer"]
+    assert answer.degraded or answer.abstained
+    shown = " ".join(w.value for w in at.warning) + " ".join(m.value for m in at.markdown)
+    assert "cannot reach the model" in shown

@@ -1,0 +1,207 @@
+"""End to end in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``) drives ``streamlit run`` on localhost over the sample corpus with the
+embedded model. It logs in, asks a question, waits for the answer, expands a citation, applies
+a filter, submits feedback, and checks each step in the DOM. The answered page is saved as
+``test-artifacts/chat-answer.png``.
+
+Needs: ``apt-get install chromium chromium-driver`` (``.ci/run`` installs them) and the
+``selenium`` package (in the dev extra). Without them the test skips and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.answer_fixture import AnswerIndex
+from tests.llama_server import free_port
+from ui.auth import UserStore
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("EVIDEX_TEST_ARTIFACTS", REPO / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+PASSWORD = "browser test password"
+
+if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+    pytest.skip(
+        "BROWSER TEST SKIPPED: Chromium and its driver are not installed; run "
+        "`apt-get install chromium chromium-driver` (.ci/run does this) to test the chat in "
+        "a real browser",
+        allow_module_level=True,
+    )
+pytest.importorskip("selenium", reason="BROWSER TEST SKIPPED: pip install selenium (dev extra)")
+pytest.importorskip("streamlit", reason="BROWSER TEST SKIPPED: the ui extra is not installed")
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def chat_url(
+    answer_index: AnswerIndex, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    data = tmp_path_factory.mktemp("chat-data")
+    UserStore(data / "users.json").add("alice", PASSWORD)
+    port = free_port()
+    env = {
+        **os.environ,
+        "EVIDEX_DATA_DIR": str(data),
+        "EVIDEX_STORE__PATH": str(answer_index.store),
+        "EVIDEX_LLM__MAX_TOKENS": "60",
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = (data / "streamlit.log").open("w+b")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "ui" / "chat_app.py"),
+         "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"streamlit exited: {log.read()[-2000:]!r}")
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield url, data
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,2200"):  # fmt: skip
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(DRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver: WebDriver, timeout: float = 60) -> WebDriverWait[WebDriver]:
+    return WebDriverWait(driver, timeout, poll_frequency=0.3)
+
+
+def _text_on_page(text: str):  # type: ignore[no-untyped-def]
+    return lambda d: text in d.find_element(By.TAG_NAME, "body").text
+
+
+def _input(driver: WebDriver, label: str) -> WebElement:
+    return _wait(driver).until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, f'input[aria-label="{label}"]'))
+    )
+
+
+def _ask(driver: WebDriver, question: str) -> None:
+    box = _wait(driver).until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="stChatInputTextArea"]'))
+    )
+    box.send_keys(question)
+    box.send_keys(Keys.ENTER)
+
+
+@pytest.fixture
+def last_page(browser: WebDriver) -> Iterator[None]:
+    """Keep what the browser showed last, pass or fail (screenshot and DOM)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield
+    browser.save_screenshot(str(ARTIFACTS / "chat-last-page.png"))
+    (ARTIFACTS / "chat-last-page.html").write_text(browser.page_source, "utf-8")
+
+
+def test_clinician_session_in_a_real_browser(
+    chat_url: tuple[str, Path],
+    browser: WebDriver,
+    answer_index: AnswerIndex,
+    last_page: None,
+) -> None:
+    url, data = chat_url
+    browser.get(url)
+    # 1. log in
+    _input(browser, "User name").send_keys("alice")
+    _input(browser, "Password").send_keys(PASSWORD)
+    browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
+    _wait(browser).until(_text_on_page("Signed in as alice"))
+    assert "a licensed clinician must review" in browser.find_element(By.TAG_NAME, "body").text
+    # 2. ask, and wait for the verified answer
+    _ask(browser, answer_index.question)
+    _wait(browser, 300).until(_text_on_page("Was this answer right?"))
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "References" in body and "Evidence retrieved" in body
+    browser.save_screenshot(str(ARTIFACTS / "chat-answer.png"))
+    # 3. expand a citation: its card shows the evidence badge, the passage and the source link
+    card = browser.find_element(
+        By.XPATH, "//details[.//summary//p[starts-with(normalize-space(.), '[1]')]]"
+    )
+    card.find_element(By.TAG_NAME, "summary").click()
+    _wait(browser).until(
+        lambda d: card.find_element(
+            By.XPATH, ".//a[normalize-space(.)='Open source']"
+        ).is_displayed()
+    )
+    assert card.find_element(By.TAG_NAME, "blockquote").text.strip()  # the cited passage
+    link = (
+        card.find_element(By.XPATH, ".//a[normalize-space(.)='Open source']").get_attribute("href")
+        or ""
+    )
+    assert "pubmed.ncbi.nlm.nih.gov/" in link
+    browser.save_screenshot(str(ARTIFACTS / "chat-citation.png"))
+    # 4. feedback on the answer: thumbs down, a comment, a corrected answer
+    browser.find_element(By.XPATH, "//label[.//p[contains(., 'Not helpful')]]").click()
+    _input(browser, "Comment (optional)").send_keys("cite the trial's effect size")
+    browser.find_element(
+        By.CSS_SELECTOR, 'textarea[aria-label="Corrected answer (optional)"]'
+    ).send_keys("Yes: tailored interventions increased mammography use [1].")
+    browser.find_element(By.XPATH, "//button[.//p[text()='Send feedback']]").click()
+    _wait(browser).until(_text_on_page("Feedback saved"))
+    with sqlite3.connect(data / "feedback.sqlite") as db:
+        row = db.execute("SELECT user, rating, comment FROM feedback").fetchone()
+    assert row == ("alice", -1, "cite the trial's effect size")
+    # 5. a filter: only case reports (none in this index) -> a visibly insufficient answer
+    levels = browser.find_element(
+        By.XPATH, "//div[@data-testid='stMultiSelect'][.//p[text()='Evidence levels']]//input"
+    )
+    levels.click()
+    levels.send_keys("Case report")
+    levels.send_keys(Keys.ENTER)
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    _wait(browser).until(lambda d: d.find_elements(By.XPATH, "//span[contains(., 'Case report')]"))
+    _ask(browser, "Does aspirin prevent stroke after a transient ischemic attack?")
+
+    def answered(d: WebDriver) -> WebElement | bool:
+        msgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stChatMessage"]')
+        return len(msgs) == 4 and "Was this answer right?" in msgs[-1].text and msgs[-1]
+
+    last = _wait(browser, 300).until(answered)
+    assert isinstance(last, WebElement) and "Insufficient evidence" in last.text
+    browser.save_screenshot(str(ARTIFACTS / "chat-filtered.png"))
+    audit = (data / "audit.jsonl").read_text()
+    assert audit.count('"event": "ask"') == 2 and '"event": "feedback"' in audit
