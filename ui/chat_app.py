@@ -64,12 +64,27 @@ def _paths(settings: Settings) -> tuple[Path, Path, Path]:
 # -- login -------------------------------------------------------------------------------
 
 
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
 def _login(settings: Settings) -> str | None:
     """The signed-in user's name, or None after drawing the login form."""
     if settings.chat.login == "none":
         return "local"
     if settings.chat.login == "oidc":
-        if not st.user.is_logged_in:
+        if not _oidc_configured():
+            st.error(
+                "chat.login is 'oidc' but Streamlit has no [auth] section in "
+                ".streamlit/secrets.toml (redirect_uri, cookie_secret, client_id, client_secret, "
+                "server_metadata_url): configure your identity provider there, or set "
+                "chat.login = 'local'."
+            )
+            return None
+        if not st.user.get("is_logged_in", False):
             st.title("evidex")
             st.button("Log in", on_click=st.login, type="primary")
             return None

@@ -149,3 +149,22 @@ def test_model_endpoint_down_is_a_message(env: Path, monkeypatch: pytest.MonkeyP
     assert answer.degraded or answer.abstained
     shown = " ".join(w.value for w in at.warning) + " ".join(m.value for m in at.markdown)
     assert "cannot reach the model" in shown
+
+
+def test_oidc_login_shows_the_provider_button(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVIDEX_CHAT__LOGIN", "oidc")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()  # not configured: a message that says where to configure it
+    assert not at.exception and not at.chat_input and "[auth]" in at.error[0].value
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = {"redirect_uri": "http://127.0.0.1:8501/oauth2callback"}
+    at.run()
+    assert not at.exception and not at.chat_input and not at.text_input
+    assert [b.label for b in at.button] == ["Log in"]
+
+
+def test_no_login_mode_opens_the_chat(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVIDEX_CHAT__LOGIN", "none")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception and at.chat_input and at.warning[0].value == REVIEW_NOTICE
