@@ -598,9 +598,11 @@ def _launch_chat(
         password = _guard(lambda: ensure_first_user(users))
         if password:
             err.print(
-                f"created the first chat user [bold]admin[/] with password [bold]{password}[/] "
-                f"(stored hashed in {users.path}; add users with evidex users add NAME)",
+                f"created the first chat user, shown once:\n  user: admin\n  password: "
+                f"{password}\n(stored hashed in {users.path}; add users with evidex users add "
+                "NAME)",
                 highlight=False,
+                soft_wrap=True,
             )
     env = dict(os.environ)
     if config is not None:

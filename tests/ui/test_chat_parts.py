@@ -105,3 +105,42 @@ def test_feedback_is_stored_once_per_user_and_exported_as_pairs(tmp_path: Path) 
         env={"EVIDEX_DATA_DIR": str(tmp_path / "empty")},
     )  # fmt: skip
     assert res.exit_code == 1 and "nothing has been rated" in res.stderr
+
+
+def test_evidex_chat_starts_streamlit_and_creates_the_first_user(tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.llama_server import free_port
+
+    pytest.importorskip("streamlit", reason="the chat needs the ui extra")
+    port = free_port()
+    env = {**os.environ, "EVIDEX_DATA_DIR": str(tmp_path)}
+    log = (tmp_path / "chat.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ui.cli", "chat", "--port", str(port),
+         "--store", str(tmp_path / "idx")],
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log.seek(0)
+    said = log.read()
+    m = re.search(r"user: admin\n  password: (\S+)\n", said)
+    assert m, said[-2000:]
+    assert UserStore(tmp_path / "users.json").verify("admin", m.group(1))
