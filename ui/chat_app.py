@@ -377,4 +377,7 @@ def main() -> None:
             _ask(question.strip(), options, user, settings)
 
 
-main()
+# ``streamlit run`` (and AppTest) execute this file as __main__; importing it (doctest
+# collection, type checks) must not render a page.
+if __name__ == "__main__":
+    main()
