@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import IO
 
 import httpx
 import pytest
@@ -19,6 +20,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_up(
+    proc: subprocess.Popen[bytes], url: str, log: IO[bytes], tries: int = 120
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if the process exits."""
+    for _ in range(tries):
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"the server exited: {log.read()[-2000:]!r}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up")
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +53,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        for _ in range(120):
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama.cpp server exited: {log.read()[-2000:]!r}")
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_up(proc, f"{url}/models", log)
         yield url
     finally:
         proc.terminate()

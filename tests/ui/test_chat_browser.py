@@ -15,15 +15,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.answer_fixture import AnswerIndex
-from tests.llama_server import free_port
+from tests.llama_server import free_port, wait_until_up
 from ui.auth import UserStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,16 +73,7 @@ def chat_url(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"streamlit exited: {log.read()[-2000:]!r}")
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_until_up(proc, f"{url}/_stcore/health", log)
         yield url, data
     finally:
         proc.terminate()

@@ -112,35 +112,28 @@ def test_evidex_chat_starts_streamlit_and_creates_the_first_user(tmp_path: Path)
     import re
     import subprocess
     import sys
-    import time
 
     import httpx
 
-    from tests.llama_server import free_port
+    from tests.llama_server import free_port, wait_until_up
 
     pytest.importorskip("streamlit", reason="the chat needs the ui extra")
     port = free_port()
     env = {**os.environ, "EVIDEX_DATA_DIR": str(tmp_path)}
-    log = (tmp_path / "chat.log").open("w+")
+    log = (tmp_path / "chat.log").open("w+b")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ui.cli", "chat", "--port", str(port),
          "--store", str(tmp_path / "idx")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_until_up(proc, f"http://127.0.0.1:{port}/_stcore/health", log)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     log.seek(0)
-    said = log.read()
+    said = log.read().decode()
     m = re.search(r"user: admin\n  password: (\S+)\n", said)
     assert m, said[-2000:]
     assert UserStore(tmp_path / "users.json").verify("admin", m.group(1))
