@@ -1028,6 +1028,52 @@ def train_curate(
     err.print(f"kept {reports[-1].kept if reports else 'all'} records in {out}")
 
 
+@train_app.command("merge")
+def train_merge(
+    models: Annotated[
+        list[str], typer.Argument(help="Two or more Hugging Face checkpoint folders.")
+    ],
+    out: Annotated[Path, typer.Option(help="New folder for the merged checkpoint.")],
+    weights: Annotated[
+        str | None,
+        typer.Option(help="One weight per model: --weights 0.5 0.5 (or 0.5,0.5). Default: equal."),
+    ] = None,
+) -> None:
+    """Linear merge of checkpoints, streamed tensor by tensor (the report's 1:1 merge)."""
+    from tqdm import tqdm
+
+    from rl_training.train.merge import MergeError, merge, weight_map
+
+    def is_number(x: str) -> bool:
+        try:
+            float(x)
+        except ValueError:
+            return False
+        return not Path(x).exists()
+
+    # "--weights 0.5 0.5": the second number arrives as a positional argument.
+    paths = [Path(m) for m in models if not is_number(m)]
+    ws = [float(x) for x in (weights or "").replace(",", " ").split()]
+    ws += [float(m) for m in models if is_number(m)]
+    if not ws:
+        ws = [1 / len(paths)] * len(paths) if paths else []
+
+    def body() -> dict[str, Any]:
+        try:
+            n = len(weight_map(paths[0])) if paths else 0
+            with tqdm(total=n, desc="merge", unit="tensor", disable=None) as bar:
+                return merge(paths, ws, out, progress=bar.update)
+        except MergeError as exc:
+            raise ValueError(str(exc)) from None
+
+    report = _guard(body)
+    err.print(
+        f"merged {report['tensors']} tensors from {len(paths)} checkpoints with weights "
+        f"{report['weights']} into {out} ({report['shards']} shard(s); tokenizer from "
+        f"{report['tokenizer_from']})"
+    )
+
+
 def main() -> None:
     """Console entry point."""
     app()

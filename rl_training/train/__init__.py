@@ -1,0 +1,1 @@
+"""Training jobs: checkpoint merging (and, next, the verl and TRL launchers)."""
