@@ -98,7 +98,7 @@ class _Readers:
         from safetensors import safe_open
 
         if file not in self._open:
-            self._open[file] = safe_open(str(file), framework="pt").__enter__()
+            self._open[file] = safe_open(str(file), framework="pt").__enter__()  # type: ignore[no-untyped-call]
         return self._open[file].get_tensor(name)
 
     def close(self) -> None:
@@ -167,7 +167,8 @@ def merge(
     out.mkdir(parents=True, exist_ok=True)
     readers = _Readers()
     shard: dict[str, Any] = {}
-    shard_bytes, shard_files = 0, []
+    shard_bytes = 0
+    shard_files: list[str] = []
     index: dict[str, str] = {}
     total_bytes = 0
 
