@@ -934,11 +934,17 @@ def train_export(
     input: Annotated[Path, typer.Option("--input", help="The benchmark file to convert.")],
     out: Annotated[Path, typer.Option(help="FILE.parquet (verl RL schema) or FILE.jsonl (SFT).")],
     split: Annotated[str, typer.Option(help="Split name stored in extra_info.")] = "train",
+    agent: Annotated[
+        bool,
+        typer.Option(
+            help="Search-augmented rows for verl's tool agent (S4), with the search tool."
+        ),
+    ] = False,
 ) -> None:
     """Convert a benchmark file into training records scored by rl_training.rewards."""
     from rl_training.data.export import export
 
-    n = _guard(lambda: export(task, input, out, split))  # type: ignore[arg-type]
+    n = _guard(lambda: export(task, input, out, split, agent))  # type: ignore[arg-type]
     err.print(f"wrote {n} rows to {out}")
 
 

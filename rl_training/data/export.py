@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-Task = Literal["medcalc", "mcq", "pubmedqa", "cmexam", "cmmlu"]
+Task = Literal["medcalc", "mcq", "pubmedqa", "cmexam", "cmmlu", "diagnosis"]
 
 BOX = "Put your final answer in \\boxed{}."
 SYSTEM = "You are a careful medical expert. Think step by step, then answer."
@@ -188,13 +188,21 @@ CONVERTERS = {
 }
 
 
-def export(task: Task, source: Path, out: Path, split: str = "train") -> int:
-    """Write ``task`` rows from ``source`` to ``out`` (.parquet for verl, .jsonl for SFT)."""
-    if task not in CONVERTERS:
-        raise ValueError(f"unknown task {task!r}: choose one of {sorted(CONVERTERS)}")
+def export(task: Task, source: Path, out: Path, split: str = "train", agent: bool = False) -> int:
+    """Write ``task`` rows from ``source`` to ``out`` (.parquet for verl, .jsonl for SFT).
+
+    ``agent`` makes QA rows search-augmented for verl's tool agent (S4); the ``diagnosis``
+    task (AgentClinic cases) always is a tool-agent task."""
+    from rl_training.data.agentic import diagnosis_rows, search_rows
+
+    converters: dict[str, Any] = {**CONVERTERS, "diagnosis": diagnosis_rows}
+    if task not in converters:
+        raise ValueError(f"unknown task {task!r}: choose one of {sorted(converters)}")
     if not Path(source).exists() or (Path(source).is_dir() and task != "cmmlu"):
         raise ValueError(f"input file {source} does not exist")
-    rows = list(CONVERTERS[task](Path(source), split))
+    rows = list(converters[task](Path(source), split))
+    if agent and task != "diagnosis":
+        rows = list(search_rows(rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
         import pyarrow as pa
@@ -202,7 +210,7 @@ def export(task: Task, source: Path, out: Path, split: str = "train") -> int:
 
         for r in rows:  # parquet needs one type per column: keep extra_info values as strings
             r["extra_info"] = {
-                k: v if isinstance(v, int | bool) and k == "index" else str(v)
+                k: v if (k == "index" and isinstance(v, int)) or k == "tools_kwargs" else str(v)
                 for k, v in r["extra_info"].items()
             }
         pq.write_table(pa.Table.from_pylist(rows), out)

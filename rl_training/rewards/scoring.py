@@ -55,7 +55,12 @@ def compute_score(
             info.get("calculator_id"),
         )
         return {"score": float(ok), "acc": ok, "pred": answer}
+    if task == "diagnosis":  # the diagnostic chain without a judge: normalized exact match
+        from rl_training.envs.diagnosis import normalize_diagnosis
+
+        ok = normalize_diagnosis(answer) == normalize_diagnosis(str(ground_truth))
+        return {"score": float(ok), "acc": ok, "pred": answer}
     raise ValueError(
         f"unknown data_source {data_source!r}: expected one of "
-        f"{sorted(MCQ | {'pubmedqa', 'medcalc'})}"
+        f"{sorted(MCQ | {'pubmedqa', 'medcalc', 'diagnosis'})}"
     )

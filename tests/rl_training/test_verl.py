@@ -1,0 +1,133 @@
+"""The verl side of the agentic stages, driven with verl's own code on CPU: exported rows
+loaded by verl's RLHFDataset, the tools built by verl's tool registry from the YAML evidex
+writes, the search tool against a real search service, the exam tool on a real case."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("verl", reason="verl is not installed (pip install -e '.[train]')")
+
+from omegaconf import OmegaConf
+
+from rl_training.data.export import export
+from rl_training.rewards import compute_score
+from tests.answer_fixture import AnswerIndex
+from tests.conftest import shared_path
+from tests.llama_server import free_port
+
+
+@pytest.fixture(scope="module")
+def search_url(answer_index: AnswerIndex) -> Iterator[str]:
+    import uvicorn
+
+    from retrieval.search import Searcher
+    from retrieval.service import create_app
+
+    searcher = Searcher(answer_index.settings())
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        searcher.close()
+
+
+def _dataset(files: list[Path], tiny_lm: Path):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_lm))
+    cfg = OmegaConf.create({"max_prompt_length": 4096, "filter_overlong_prompts": False,
+                            "cache_dir": str(files[0].parent / "cache")})  # fmt: skip
+    return RLHFDataset([str(f) for f in files], tok, cfg)
+
+
+def test_tool_agent_rows_load_in_verls_dataset(tmp_path: Path, tiny_lm: Path) -> None:
+    diag = tmp_path / "diagnosis.parquet"
+    n = export("diagnosis", shared_path("cases", "agentclinic_medqa.jsonl"), diag)
+    qa = tmp_path / "pubmedqa-agent.parquet"
+    export("pubmedqa", shared_path("pubmedqa", "pqal_dev.json"), qa, agent=True)
+    ds = _dataset([diag], tiny_lm)
+    assert len(ds) == n == 107
+    row = ds[0]
+    assert row["agent_name"] == "tool_agent" and row["data_source"] == "evidex/diagnosis"
+    case = json.loads(row["tools_kwargs"]["request_exam"]["create_kwargs"]["case_json"])
+    assert case["OSCE_Examination"]["Correct_Diagnosis"] == row["reward_model"]["ground_truth"]
+    assert "request_exam" in row["raw_prompt"][0]["content"]
+    assert "ptosis" not in row["raw_prompt"][1]["content"]  # findings stay withheld
+    ds = _dataset([qa], tiny_lm)
+    row = ds[0]
+    assert row["agent_name"] == "tool_agent" and "search" in row["tools_kwargs"]
+    assert (
+        row["raw_prompt"][0]["role"] == "system" and "`search`" in row["raw_prompt"][0]["content"]
+    )
+    truth = row["reward_model"]["ground_truth"]
+    assert (
+        compute_score(row["data_source"], f"\\boxed{{{truth}}}", truth, row["extra_info"])["score"]
+        == 1.0
+    )
+    assert (
+        compute_score("evidex/diagnosis", "\\boxed{The myasthenia gravis}", "Myasthenia gravis")[
+            "score"
+        ]
+        == 1.0
+    )
+
+
+def test_tools_built_by_verls_registry(
+    tmp_path: Path, search_url: str, answer_index: AnswerIndex
+) -> None:
+    from verl.tools.tool_registry import initialize_tools_from_config
+
+    from rl_training.train.verl_tools import tool_config
+
+    yaml_path = tool_config(tmp_path / "tools.yaml", retrieval_url=search_url, topk=2, exams=True)
+    tools = {t.name: t for t in initialize_tools_from_config(str(yaml_path))}
+    assert set(tools) == {"search", "request_exam"}
+
+    async def run_search() -> str:
+        search = tools["search"]
+        iid, _ = await search.create(create_kwargs={"task": "evidex/pubmedqa"})
+        resp, reward, metrics = await search.execute(iid, {"query": answer_index.question})
+        await search.release(iid)
+        assert reward == 0.0 and metrics == {"results": 2}
+        return str(resp.text)
+
+    text = asyncio.run(run_search())
+    assert text.startswith("Doc 1(Title: ") and f"PMID {answer_index.pmid}" in text
+
+    record = json.loads(shared_path("cases", "agentclinic_medqa.jsonl").read_text().splitlines()[0])
+
+    async def run_exam() -> list[str]:
+        exam = tools["request_exam"]
+        out = []
+        iid, _ = await exam.create(create_kwargs={"case_json": json.dumps(record)})
+        for name in ("EMG", "brain MRI"):
+            resp, _, metrics = await exam.execute(iid, {"name": name})
+            out.append(f"{metrics['found']}|{resp.text}")
+        await exam.release(iid)
+        assert iid not in exam._cases
+        return out
+
+    emg, mri = asyncio.run(run_exam())
+    assert emg.startswith("1|electromyography > findings: Decreased muscle response")
+    assert mri == "0|brain MRI: not available for this patient."
+    with pytest.raises(ValueError, match="case_json"):
+        asyncio.run(tools["request_exam"].create(create_kwargs={}))
