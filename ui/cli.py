@@ -1034,6 +1034,120 @@ def train_curate(
     err.print(f"kept {reports[-1].kept if reports else 'all'} records in {out}")
 
 
+def _train(
+    kind: str,
+    engine: str,
+    stage: str,
+    model: Path,
+    data: list[Path],
+    val: list[Path] | None,
+    out_dir: Path,
+    n_gpus: int,
+    nnodes: int,
+    judge_url: str | None,
+    search_url: str | None,
+    overrides: list[str] | None,
+    dry_run: bool,
+) -> None:
+    import subprocess
+
+    if engine != "verl":
+        err.print(
+            f"[bold red]error:[/] --engine {engine}: only verl runs are wired up in this version; "
+            "the TRL local trainer is the next part of rl_training (issue 8)"
+        )
+        raise typer.Exit(EXIT_ERROR)
+    if (kind == "sft") != (stage == "s1"):
+        err.print(
+            f"[bold red]error:[/] stage {stage} is not {kind}: s1 is SFT (evidex train sft); "
+            "s2, s3 and s4 are GRPO (evidex train grpo)"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    from rl_training.train import verl_launch
+
+    def body() -> Any:
+        run = verl_launch.plan(
+            stage,  # type: ignore[arg-type]
+            model,
+            data,
+            out_dir,
+            val or (),
+            n_gpus=n_gpus,
+            nnodes=nnodes,
+            judge_url=judge_url,
+            search_url=search_url,
+            extra=overrides or (),
+        )
+        return run, verl_launch.write(run)
+
+    run, config_file = _guard(body)
+    for note in run.notes:
+        err.print(note, highlight=False)
+    err.print(
+        f"resolved {stage} config written to {config_file} (launch: {run.out_dir / 'launch.sh'})"
+    )
+    if dry_run:
+        return
+    raise typer.Exit(subprocess.call(run.command))
+
+
+TrainModel = Annotated[Path, typer.Option(help="Base model: a Hugging Face checkpoint folder.")]
+TrainData = Annotated[
+    list[Path], typer.Option("--data", help="Training file(s) from evidex train export/curate.")
+]
+TrainVal = Annotated[list[Path] | None, typer.Option("--val", help="Validation file(s).")]
+TrainOut = Annotated[
+    Path, typer.Option("--out", help="Run folder (config, launch script, checkpoints).")
+]
+TrainEngine = Annotated[str, typer.Option(help="verl (multi-GPU, Ray) or trl (one GPU / CPU).")]
+TrainSet = Annotated[
+    list[str] | None, typer.Option("--set", help="Extra verl override key=value (repeatable).")
+]
+DryRun = Annotated[bool, typer.Option(help="Resolve and validate only; launch nothing.")]
+
+
+@train_app.command("sft")
+def train_sft(
+    model: TrainModel,
+    data: TrainData,
+    out_dir: TrainOut,
+    engine: TrainEngine = "verl",
+    stage: Annotated[str, typer.Option(help="s1 (the SFT stage).")] = "s1",
+    val: TrainVal = None,
+    n_gpus: Annotated[int, typer.Option(min=1, help="GPUs per node.")] = 8,
+    nnodes: Annotated[int, typer.Option(min=1, help="Nodes.")] = 1,
+    overrides: TrainSet = None,
+    dry_run: DryRun = False,
+) -> None:
+    """S1 SFT (AdamW, lr 1e-5, 500 warm-up steps, cosine to 10%, 2 epochs, 16K context)."""
+    _train("sft", engine, stage, model, data, val, out_dir, n_gpus, nnodes, None, None,
+           overrides, dry_run)  # fmt: skip
+
+
+@train_app.command("grpo")
+def train_grpo(
+    model: TrainModel,
+    data: TrainData,
+    out_dir: TrainOut,
+    stage: Annotated[str, typer.Option(help="s2 (rules), s3 (verifier RM) or s4 (search).")],
+    engine: TrainEngine = "verl",
+    val: TrainVal = None,
+    n_gpus: Annotated[int, typer.Option(min=1, help="GPUs per node.")] = 8,
+    nnodes: Annotated[int, typer.Option(min=1, help="Nodes.")] = 1,
+    judge_url: Annotated[
+        str | None, typer.Option(help="s3: the judge's OpenAI-compatible endpoint.")
+    ] = None,
+    search_url: Annotated[
+        str | None, typer.Option(help="s4: evidex serve-search URL the rollouts reach.")
+    ] = None,
+    overrides: TrainSet = None,
+    dry_run: DryRun = False,
+) -> None:
+    """GRPO stages (128 prompts x 12 rollouts per step, the 8K/16K cosine length penalty)."""
+    _train("grpo", engine, stage, model, data, val, out_dir, n_gpus, nnodes, judge_url,
+           search_url, overrides, dry_run)  # fmt: skip
+
+
 @train_app.command("merge")
 def train_merge(
     models: Annotated[

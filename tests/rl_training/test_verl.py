@@ -131,3 +131,87 @@ def test_tools_built_by_verls_registry(
     assert mri == "0|brain MRI: not available for this patient."
     with pytest.raises(ValueError, match="case_json"):
         asyncio.run(tools["request_exam"].create(create_kwargs={}))
+
+
+def _export_rl(tmp_path: Path) -> Path:
+    out = tmp_path / "medqa.parquet"
+    export("mcq", shared_path("mirage_medqa_medmcqa_mmlu.json"), out)
+    return out
+
+
+@pytest.mark.parametrize("stage", ["s2", "s3", "s4"])
+def test_grpo_stages_compose_and_validate_with_verl(tmp_path: Path, stage: str) -> None:
+    from omegaconf import OmegaConf
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    data = _export_rl(tmp_path)
+    run_dir = tmp_path / "run"
+    args = ["train", "grpo", "--stage", stage, "--model", str(tmp_path / "qwen"), "--data",
+            str(data), "--out", str(run_dir), "--dry-run",
+            "--set", "trainer.save_freq=10"]  # fmt: skip
+    if stage == "s3":
+        args += ["--judge-url", "http://judge:8000/v1"]
+    if stage == "s4":
+        args += ["--search-url", "http://search:8765"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert cfg.algorithm.adv_estimator == "grpo"
+    assert cfg.data.train_batch_size == 128 and cfg.actor_rollout_ref.rollout.n == 12
+    assert cfg.data.max_response_length == 16384 and cfg.trainer.save_freq == 10
+    assert cfg.reward.reward_manager.name == "LengthPenaltyRewardManager"
+    assert cfg.reward.reward_kwargs.length_penalty.threshold == 8192
+    assert cfg.data.train_files == [str(data.resolve())]
+    launch = (run_dir / "launch.sh").read_text()
+    assert "verl.trainer.main_ppo" in launch and "LengthPenaltyRewardManager" in launch
+    if stage == "s3":
+        assert cfg.reward.custom_reward_function.path == "pkg://rl_training.rewards.vrm"
+        assert cfg.reward.custom_reward_function.reward_kwargs.base_url == "http://judge:8000/v1"
+    if stage == "s4":
+        assert cfg.actor_rollout_ref.rollout.multi_turn.enable is True
+        assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == "tool_agent"
+        from verl.tools.tool_registry import initialize_tools_from_config
+
+        tools = initialize_tools_from_config(
+            cfg.actor_rollout_ref.rollout.multi_turn.tool_config_path
+        )
+        assert {t.name for t in tools} == {"search", "request_exam"}
+
+
+def test_sft_stage_and_errors(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    sft = tmp_path / "sft.jsonl"
+    export("pubmedqa", shared_path("pubmedqa", "pqal_dev.json"), sft)
+    run_dir = tmp_path / "s1"
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "sft", "--model", str(tmp_path / "m"), "--data", str(sft),
+                              "--out", str(run_dir), "--dry-run"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert cfg.optim.lr == 1e-5 and cfg.optim.lr_warmup_steps == 500
+    assert cfg.optim.lr_scheduler_type == "cosine" and cfg.optim.min_lr_ratio == 0.1
+    assert cfg.trainer.total_epochs == 2 and cfg.data.max_length == 16384
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(cfg.data.train_files[0]).to_pylist()
+    assert len(table) == 500 and table[0]["messages"][-1]["role"] == "assistant"
+    assert "torchrun" in (run_dir / "launch.sh").read_text()
+    rl = str(_export_rl(tmp_path))
+    bad = runner.invoke(app, ["train", "grpo", "--stage", "s3", "--model", "m", "--data", rl,
+                              "--out", str(tmp_path / "x"), "--dry-run"])  # fmt: skip
+    assert bad.exit_code == 1 and "--judge-url" in bad.stderr
+    bad = runner.invoke(app, ["train", "grpo", "--stage", "s2", "--model", "m", "--data", rl,
+                              "--out", str(tmp_path / "y"), "--dry-run", "--n-gpus", "7",
+                              "--set", "actor_rollout_ref.actor.use_dynamic_bsz=false",
+                              "--set", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+                              ])  # fmt: skip
+    assert bad.exit_code == 1 and "verl rejects this configuration" in bad.stderr
+    bad = runner.invoke(app, ["train", "sft", "--stage", "s2", "--model", "m", "--data", str(sft),
+                              "--out", str(tmp_path / "z"), "--dry-run"])  # fmt: skip
+    assert bad.exit_code == 2 and "s1 is SFT" in bad.stderr
