@@ -1148,6 +1148,30 @@ def train_grpo(
            search_url, overrides, dry_run)  # fmt: skip
 
 
+@train_app.command("plot")
+def train_plot(
+    run: Annotated[Path, typer.Argument(help="A run folder, or its metrics .jsonl file.")],
+    out_png: Annotated[
+        Path | None, typer.Option("--out", help="PNG to write (default: RUN/curves.png).")
+    ] = None,
+) -> None:
+    """Reward, response length and loss over steps of a training run, as a PNG."""
+    from rl_training.train.metrics import plot
+
+    metrics = run / "metrics.jsonl" if run.is_dir() else run
+    png = out_png or metrics.parent / "curves.png"
+
+    def body() -> dict[str, str | None]:
+        if not metrics.is_file():
+            raise ValueError(f"no metrics at {metrics}: the run has not logged a step yet")
+        return plot(metrics, png)
+
+    used = _guard(body)
+    for panel, key in used.items():
+        err.print(f"{panel}: {key or 'not logged'}", highlight=False)
+    err.print(f"wrote {png}")
+
+
 @train_app.command("merge")
 def train_merge(
     models: Annotated[

@@ -60,7 +60,7 @@ GRPO = [
     "reward.custom_reward_function.path=pkg://rl_training.rewards.scoring",
     "reward.custom_reward_function.name=compute_score",
     "trainer.critic_warmup=0",
-    "trainer.logger=[console]",
+    "trainer.logger=[console,file]",
     "trainer.save_freq=50",
     "trainer.test_freq=25",
     "trainer.total_epochs=1",
@@ -98,7 +98,7 @@ SFT = [
     "data.micro_batch_size_per_gpu=1",
     "data.use_dynamic_bsz=true",
     "data.max_token_len_per_gpu=16384",
-    "trainer.logger=[console]",
+    "trainer.logger=[console,file]",
 ]
 
 
@@ -270,7 +270,14 @@ def write(run: Run) -> Path:
     run.out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(run.config, run.out_dir / "config.yaml")
     (run.out_dir / "overrides.txt").write_text("\n".join(run.overrides) + "\n")
-    script = "#!/usr/bin/env bash\nset -euo pipefail\n" + shlex.join(run.command) + "\n"
+    metrics = run.out_dir / "metrics.jsonl"
+    script = (
+        "#!/usr/bin/env bash\nset -euo pipefail\n"
+        f"# verl's file logger writes one JSON line per step here (evidex train plot reads it)\n"
+        f"export VERL_FILE_LOGGER_PATH={shlex.quote(str(metrics))}\n"
+        + shlex.join(run.command)
+        + "\n"
+    )
     (run.out_dir / "launch.sh").write_text(script)
     (run.out_dir / "launch.sh").chmod(0o755)
     return run.out_dir / "config.yaml"

@@ -215,3 +215,23 @@ def test_sft_stage_and_errors(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["train", "sft", "--stage", "s2", "--model", "m", "--data", str(sft),
                               "--out", str(tmp_path / "z"), "--dry-run"])  # fmt: skip
     assert bad.exit_code == 2 and "s1 is SFT" in bad.stderr
+
+
+def test_curves_from_verls_file_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+    from verl.utils.tracking import FileLogger
+
+    from ui.cli import app
+
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "metrics.jsonl"))
+    log = FileLogger("evidex", "s2-grpo")  # what verl's trainer writes with logger=[file]
+    for step in range(1, 6):
+        log.log({"critic/score/mean": 0.1 * step, "response_length/mean": 900.0 + step,
+                 "actor/pg_loss": 0.5 / step, "timing_s/step": 12.0}, step)  # fmt: skip
+    log.finish()
+    res = CliRunner().invoke(app, ["train", "plot", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "reward: critic/score/mean" in res.stderr and "loss: actor/pg_loss" in res.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    empty = CliRunner().invoke(app, ["train", "plot", str(tmp_path / "none")])
+    assert empty.exit_code == 1 and "no metrics" in empty.stderr
