@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -577,6 +578,24 @@ def demo(
         assistant.close()
 
 
+def _open_when_up(url: str, timeout_s: float = 120) -> None:
+    """Open a browser tab once the chat answers its health check."""
+    import time
+    import webbrowser
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                webbrowser.open(url)
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+
+
 def _launch_chat(
     settings: Any, config: Path | None, store: Path | None, host: str, port: int, browser: bool
 ) -> None:
@@ -613,11 +632,16 @@ def _launch_chat(
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_file),
         "--server.address", host, "--server.port", str(port),
-        "--server.headless", "false" if browser else "true",
+        # Always headless: otherwise Streamlit asks for an e-mail address on first run
+        # (reading stdin, which ends the job when there is none).
+        "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
         "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
     ]  # fmt: skip
-    err.print(f"evidex chat on http://{host}:{port}  (Ctrl-C stops it)")
+    url = f"http://{host}:{port}"
+    err.print(f"evidex chat on {url}  (Ctrl-C stops it)")
+    if browser:
+        threading.Thread(target=_open_when_up, args=(url,), daemon=True).start()
     try:
         raise typer.Exit(subprocess.call(cmd, env=env))
     except KeyboardInterrupt:
