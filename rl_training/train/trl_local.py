@@ -1,0 +1,228 @@
+"""A local GRPO trainer (one GPU, or a CPU smoke run) on TRL, for the evidex environments.
+
+TRL's ``GRPOTrainer`` gets a ``rollout_func`` that plays each episode of an environment
+(:class:`rl_training.envs.search.SearchEnv` or
+:class:`rl_training.envs.diagnosis.DiagnosisEnv`) with the policy being trained: the model
+generates until a closing tag, the environment answers, and so on until the episode ends. The
+text the environment inserts (retrieved passages, findings, corrections) goes back to TRL as
+``env_mask`` zeros, so it is never trained on; the episode's reward (the part-1 reward code
+through the environment) is passed to the ``env_reward`` reward function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rl_training.envs.base import StepResult
+
+log = logging.getLogger(__name__)
+
+
+class Episode(Protocol):
+    """What the rollout needs from an environment."""
+
+    def reset(self) -> str: ...
+
+    def step(self, action: str) -> StepResult: ...
+
+
+EnvFactory = Callable[[Sequence[dict[str, Any]]], Episode]
+"""Builds the environment of one rollout from its prompt (chat messages)."""
+
+STOP = ("</search>", "</answer>", "</request>")
+
+
+@dataclass
+class LocalGRPOConfig:
+    """The local trainer's settings (TRL ``GRPOConfig`` gets the training ones)."""
+
+    output_dir: Path
+    max_steps: int = 2
+    num_generations: int = 4
+    learning_rate: float = 1e-5
+    beta: float = 0.0
+    temperature: float = 1.0
+    max_turn_tokens: int = 48
+    """New tokens per model turn (a turn also ends at a closing tag)."""
+    max_completion_tokens: int = 512
+    """Model and environment tokens per episode."""
+    seed: int = 0
+    use_cpu: bool = True
+    logging_steps: int = 1
+
+
+@dataclass
+class Played:
+    """One finished rollout, kept for metrics and inspection."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]
+    reward: float
+    info: dict[str, Any]
+    observations: list[str] = field(default_factory=list)
+
+
+def chat_ids(tokenizer: Any, messages: Any) -> list[int]:
+    """Token ids of ``messages`` with the generation prompt (transformers 4 and 5 alike)."""
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(out, "keys"):
+        out = out["input_ids"]
+    ids = list(out)
+    return [int(x) for x in (ids[0] if ids and isinstance(ids[0], list) else ids)]
+
+
+def _cut_at_stop(tokenizer: Any, ids: list[int]) -> list[int]:
+    """The generated ids up to and including the first stop tag (whole tokens)."""
+    text = ""
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=False)
+        if any(t in text for t in STOP):
+            return ids[: i + 1]
+    return ids
+
+
+class EnvRollout:
+    """TRL ``rollout_func``: plays one episode per prompt with the trainer's model."""
+
+    def __init__(self, make_env: EnvFactory, config: LocalGRPOConfig) -> None:
+        self.make_env, self.config = make_env, config
+        self.played: list[Played] = []
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        import torch
+
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tok = trainer.processing_class
+        out: dict[str, Any] = {"prompt_ids": [], "completion_ids": [], "logprobs": None,
+                               "env_mask": [], "env_reward": []}  # fmt: skip
+        was_training = model.training
+        model.eval()
+        try:
+            for prompt in prompts:
+                played = self._play(prompt, model, tok, torch)
+                self.played.append(played)
+                out["prompt_ids"].append(played.prompt_ids)
+                out["completion_ids"].append(played.completion_ids)
+                out["env_mask"].append(played.env_mask)
+                out["env_reward"].append(played.reward)
+        finally:
+            model.train(was_training)
+        return out
+
+    def _play(self, prompt: Any, model: Any, tok: Any, torch: Any) -> Played:
+        cfg = self.config
+        env = self.make_env(prompt)
+        env.reset()
+        prompt_ids = chat_ids(tok, prompt)
+        completion: list[int] = []
+        mask: list[int] = []
+        observations: list[str] = []
+        result: StepResult | None = None
+        while len(completion) < cfg.max_completion_tokens:
+            budget = min(cfg.max_turn_tokens, cfg.max_completion_tokens - len(completion))
+            ctx = torch.tensor([prompt_ids + completion], device=model.device)
+            with torch.no_grad():
+                gen = model.generate(
+                    ctx,
+                    attention_mask=torch.ones_like(ctx),
+                    max_new_tokens=budget,
+                    do_sample=True,
+                    temperature=cfg.temperature,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+            new = [int(t) for t in gen[0, ctx.shape[1] :]]
+            if tok.eos_token_id in new:
+                new = new[: new.index(tok.eos_token_id) + 1]
+            new = _cut_at_stop(tok, new)
+            completion += new
+            mask += [1] * len(new)
+            result = env.step(tok.decode(new, skip_special_tokens=True))
+            if result.done:
+                break
+            obs = tok.encode(result.observation, add_special_tokens=False)
+            observations.append(result.observation)
+            completion += obs
+            mask += [0] * len(obs)
+            if tok.eos_token_id in new:  # the model ended its turn for good
+                result = env.step("")
+                break
+        if result is None or not result.done:
+            result = env.step("")  # out of budget: the environment scores what there is
+            while not result.done:
+                result = env.step("")
+        return Played(
+            prompt_ids,
+            completion,
+            mask,
+            float(result.reward or 0.0),
+            dict(result.info),
+            observations,
+        )
+
+
+def env_reward(
+    completions: list[Any], env_reward: list[float] | None = None, **_: Any
+) -> list[float]:
+    """TRL reward function: the episode reward the environment computed.
+
+    >>> env_reward([None, None], env_reward=[1.2, 0.0])
+    [1.2, 0.0]
+    """
+    if env_reward is None:
+        raise ValueError("env_reward missing: use this reward with EnvRollout")
+    return [float(r) for r in env_reward]
+
+
+def train_grpo(
+    model_path: Path,
+    prompts: Sequence[list[dict[str, str]]],
+    make_env: EnvFactory,
+    config: LocalGRPOConfig,
+) -> tuple[Any, EnvRollout]:
+    """Run GRPO with TRL on ``prompts``; writes ``metrics.jsonl`` and the model into
+    ``config.output_dir``. Returns the trainer and the rollout (with every played episode)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(str(model_path))
+    model = AutoModelForCausalLM.from_pretrained(str(model_path))
+    rollout = EnvRollout(make_env, config)
+    args = GRPOConfig(
+        output_dir=str(config.output_dir),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.num_generations,
+        num_generations=config.num_generations,
+        learning_rate=config.learning_rate,
+        beta=config.beta,
+        temperature=config.temperature,
+        max_completion_length=config.max_completion_tokens,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        use_cpu=config.use_cpu,
+        bf16=False,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[env_reward],
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": list(p)} for p in prompts]),
+        processing_class=tok,
+        rollout_func=rollout,
+    )
+    trainer.train()
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.output_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        for rec in trainer.state.log_history:
+            fh.write(json.dumps(rec) + "\n")
+    trainer.save_model(str(config.output_dir / "model"))
+    return trainer, rollout
