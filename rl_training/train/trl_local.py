@@ -169,7 +169,7 @@ class EnvRollout:
 
 def env_reward(
     completions: list[Any], env_reward: list[float] | None = None, **_: Any
-) -> list[float]:
+) -> list[float | None]:
     """TRL reward function: the episode reward the environment computed.
 
     >>> env_reward([None, None], env_reward=[1.2, 0.0])
@@ -177,7 +177,7 @@ def env_reward(
     """
     if env_reward is None:
         raise ValueError("env_reward missing: use this reward with EnvRollout")
-    return [float(r) for r in env_reward]
+    return [float(r) for r in env_reward]  # (TRL accepts None for "no reward here")
 
 
 def train_grpo(
@@ -190,7 +190,8 @@ def train_grpo(
     ``config.output_dir``. Returns the trainer and the rollout (with every played episode)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
 
     tok = AutoTokenizer.from_pretrained(str(model_path))
     model = AutoModelForCausalLM.from_pretrained(str(model_path))
