@@ -1072,21 +1072,26 @@ def _train(
     search_url: str | None,
     overrides: list[str] | None,
     dry_run: bool,
+    store: Path | None = None,
+    config: Path | None = None,
+    max_steps: int = 100,
+    cpu: bool = False,
 ) -> None:
     import subprocess
 
-    if engine != "verl":
-        err.print(
-            f"[bold red]error:[/] --engine {engine}: only verl runs are wired up in this version; "
-            "the TRL local trainer is the next part of rl_training (issue 8)"
-        )
-        raise typer.Exit(EXIT_ERROR)
+    if engine not in ("verl", "trl"):
+        err.print(f"[bold red]error:[/] --engine {engine}: use verl or trl")
+        raise typer.Exit(EXIT_USAGE)
     if (kind == "sft") != (stage == "s1"):
         err.print(
             f"[bold red]error:[/] stage {stage} is not {kind}: s1 is SFT (evidex train sft); "
             "s2, s3 and s4 are GRPO (evidex train grpo)"
         )
         raise typer.Exit(EXIT_USAGE)
+    if engine == "trl":
+        _train_trl(stage, model, data, out_dir, judge_url, search_url, store, config, max_steps,
+                   cpu, dry_run)  # fmt: skip
+        return
     from rl_training.train import verl_launch
 
     def body() -> Any:
@@ -1130,6 +1135,57 @@ TrainSet = Annotated[
 DryRun = Annotated[bool, typer.Option(help="Resolve and validate only; launch nothing.")]
 
 
+def _train_trl(
+    stage: str,
+    model: Path,
+    data: list[Path],
+    out_dir: Path,
+    judge_url: str | None,
+    search_url: str | None,
+    store: Path | None,
+    config: Path | None,
+    max_steps: int,
+    cpu: bool,
+    dry_run: bool,
+) -> None:
+    """The local trainer (TRL): one GPU, or --cpu for a smoke run."""
+    from rl_training.train import trl_local
+
+    def body() -> Any:
+        rows = trl_local.read_rows(data)
+        if dry_run:
+            return len(rows)
+        search: Any = None
+        searcher: Any = None
+        if stage == "s4" and search_url:
+            from rl_training.envs.base import HTTPBackend
+
+            search = HTTPBackend(search_url)
+        elif stage == "s4":
+            from retrieval.search import Searcher
+            from rl_training.envs.base import SearcherBackend
+
+            searcher = Searcher(_settings(config, store))
+            search = SearcherBackend(searcher)
+        try:
+            trl_local.run_stage(stage, model, data, out_dir, max_steps=max_steps, search=search,
+                                judge_url=judge_url, use_cpu=cpu)  # fmt: skip
+        finally:
+            if searcher is not None:
+                searcher.close()
+        return len(rows)
+
+    n = _guard(body)
+    if dry_run:
+        err.print(f"{n} rows read from {', '.join(map(str, data))}; nothing trained (--dry-run)")
+    else:
+        err.print(f"trained {stage} on {n} rows: {out_dir}/metrics.jsonl, {out_dir}/curves.png")
+
+
+TrainSteps = Annotated[int, typer.Option(min=1, help="trl: optimizer steps.")]
+TrainCpu = Annotated[bool, typer.Option("--cpu", help="trl: run on CPU (a smoke run).")]
+
+
 @train_app.command("sft")
 def train_sft(
     model: TrainModel,
@@ -1142,10 +1198,12 @@ def train_sft(
     nnodes: Annotated[int, typer.Option(min=1, help="Nodes.")] = 1,
     overrides: TrainSet = None,
     dry_run: DryRun = False,
+    max_steps: TrainSteps = 100,
+    cpu: TrainCpu = False,
 ) -> None:
     """S1 SFT (AdamW, lr 1e-5, 500 warm-up steps, cosine to 10%, 2 epochs, 16K context)."""
     _train("sft", engine, stage, model, data, val, out_dir, n_gpus, nnodes, None, None,
-           overrides, dry_run)  # fmt: skip
+           overrides, dry_run, max_steps=max_steps, cpu=cpu)  # fmt: skip
 
 
 @train_app.command("grpo")
@@ -1166,10 +1224,15 @@ def train_grpo(
     ] = None,
     overrides: TrainSet = None,
     dry_run: DryRun = False,
+    max_steps: TrainSteps = 100,
+    cpu: TrainCpu = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """GRPO stages (128 prompts x 12 rollouts per step, the 8K/16K cosine length penalty)."""
     _train("grpo", engine, stage, model, data, val, out_dir, n_gpus, nnodes, judge_url,
-           search_url, overrides, dry_run)  # fmt: skip
+           search_url, overrides, dry_run, store=store, config=config, max_steps=max_steps,
+           cpu=cpu)  # fmt: skip
 
 
 @train_app.command("plot")

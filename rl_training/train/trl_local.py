@@ -227,3 +227,180 @@ def train_grpo(
             fh.write(json.dumps(rec) + "\n")
     trainer.save_model(str(config.output_dir / "model"))
     return trainer, rollout
+
+
+# -- the command line's TRL engine --------------------------------------------------------
+
+
+def read_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Rows of exported parquet or JSONL files."""
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        p = Path(p)
+        if p.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows += pq.read_table(p).to_pylist()
+        else:
+            with open(p, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError:
+                            raise ValueError(f"{p}:{n}: not JSON") from None
+    if not rows:
+        raise ValueError(f"no rows in {', '.join(map(str, paths))}")
+    return rows
+
+
+def _finish(trainer: Any, out: Path) -> None:
+    from rl_training.train.metrics import plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        for rec in trainer.state.log_history:
+            fh.write(json.dumps(rec) + "\n")
+    trainer.save_model(str(out / "model"))
+    plot(out / "metrics.jsonl", out / "curves.png")
+
+
+def run_stage(
+    stage: str,
+    model: Path,
+    data: Sequence[Path],
+    out: Path,
+    *,
+    max_steps: int = 100,
+    num_generations: int = 4,
+    max_completion_tokens: int = 1024,
+    learning_rate: float = 1e-6,
+    search: Any = None,
+    judge_url: str | None = None,
+    use_cpu: bool = False,
+) -> Any:
+    """One stage on TRL: s1 SFT, s2 GRPO with the length-penalized rule reward, s3 GRPO with
+    the verifier reward, s4 GRPO in the search or diagnostic environment."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = read_rows(data)
+    tok = AutoTokenizer.from_pretrained(str(model))
+    common: dict[str, Any] = {
+        "output_dir": str(out),
+        "max_steps": max_steps,
+        "learning_rate": learning_rate,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": use_cpu,
+        "bf16": False,
+    }
+    if stage == "s1":
+        from trl.trainer.sft_config import SFTConfig
+        from trl.trainer.sft_trainer import SFTTrainer
+
+        if "messages" not in rows[0]:
+            raise ValueError(
+                "s1 (SFT) needs chat records with messages: evidex train export --out X.jsonl"
+            )
+        ds = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+        sft = SFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(str(model)),
+            args=SFTConfig(
+                **common, per_device_train_batch_size=2, max_length=max_completion_tokens
+            ),
+            train_dataset=ds,
+            processing_class=tok,
+        )
+        sft.train()
+        _finish(sft, out)
+        return sft
+    if stage == "s4":
+        from rl_training.envs.diagnosis import Case, DiagnosisEnv
+        from rl_training.envs.search import SearchEnv
+
+        envs: dict[str, Callable[[], Episode]] = {}
+        prompts = []
+
+        def diagnosis(case: Case) -> Callable[[], Episode]:
+            return lambda: DiagnosisEnv(case, search=search)
+
+        def qa(row: dict[str, Any]) -> Callable[[], Episode]:
+            info = row["extra_info"]
+            question = str(info.get("question") or row["prompt"][-1]["content"])
+            truth, source = row["reward_model"]["ground_truth"], row["data_source"]
+            return lambda: SearchEnv(search, question, truth, source, info)
+
+        for r in rows:
+            make: Callable[[], Episode]
+            if r["data_source"].endswith("diagnosis"):
+                kwargs = r["extra_info"]["tools_kwargs"]["request_exam"]["create_kwargs"]
+                make = diagnosis(Case.from_record(json.loads(kwargs["case_json"])))
+            elif search is None:
+                raise ValueError("s4 needs the search backend: --search-url or --store")
+            else:
+                make = qa(r)
+            text = make().reset()
+            envs[text] = make
+            prompts.append([{"role": "user", "content": text}])
+        cfg = LocalGRPOConfig(
+            output_dir=out, max_steps=max_steps, num_generations=num_generations,
+            learning_rate=learning_rate, max_completion_tokens=max_completion_tokens,
+            use_cpu=use_cpu,
+        )  # fmt: skip
+        trainer, _ = train_grpo(model, prompts, lambda p: envs[p[-1]["content"]](), cfg)
+        from rl_training.train.metrics import plot
+
+        plot(out / "metrics.jsonl", out / "curves.png")
+        return trainer
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    from rl_training.rewards.length import LengthPenalizedReward
+
+    reward: Any = LengthPenalizedReward()
+    if stage == "s3":
+        if not judge_url:
+            raise ValueError("s3 needs --judge-url (the verifier's OpenAI-compatible endpoint)")
+        from rl_training.rewards import vrm
+
+        def vrm_reward(
+            completions: list[Any],
+            reward_model: list[dict[str, Any]],
+            data_source: list[str],
+            extra_info: list[dict[str, Any]],
+            **_: Any,
+        ) -> list[float | None]:
+            out_scores: list[float | None] = []
+            for c, rm, src, info in zip(
+                completions, reward_model, data_source, extra_info, strict=True
+            ):
+                text = c[-1]["content"] if isinstance(c, list) else str(c)
+                out_scores.append(
+                    vrm.compute_score(src, text, rm["ground_truth"], info, base_url=judge_url)[
+                        "score"
+                    ]
+                )
+            return out_scores
+
+        reward = vrm_reward
+    elif stage != "s2":
+        raise ValueError(f"unknown stage {stage!r}: s1, s2, s3 or s4")
+    keep = ("prompt", "data_source", "reward_model", "extra_info")
+    ds = Dataset.from_list([{k: r[k] for k in keep} for r in rows])
+    grpo = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(model)),
+        reward_funcs=[reward],
+        args=GRPOConfig(
+            **common,
+            per_device_train_batch_size=num_generations,
+            num_generations=num_generations,
+            max_completion_length=max_completion_tokens,
+        ),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    grpo.train()
+    _finish(grpo, out)
+    return grpo

@@ -102,3 +102,51 @@ def test_two_grpo_steps_with_the_search_environment(
     logged = [h for h in trainer.state.log_history if "reward" in h]
     assert len(logged) == 2
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
+
+
+def test_single_turn_stages_on_trl(tiny_lm: Path, tmp_path: Path) -> None:
+    """s2: TRL's own generation scored by the length-penalized rule reward; s1: TRL's SFT."""
+    import json
+
+    from rl_training.data.export import export
+    from rl_training.train.trl_local import run_stage
+    from tests.conftest import shared_path
+
+    rl = tmp_path / "rl.jsonl"
+    export("pubmedqa", shared_path("pubmedqa", "pqal_dev.json"), rl)
+    lines = rl.read_text(encoding="utf-8").split("\n")[:4]
+    short = []
+    for line in lines:
+        rec = json.loads(line)
+        rec["prompt"][-1]["content"] = rec["extra_info"]["question"] + " Answer in \\boxed{}."
+        rec["messages"] = [*rec["prompt"], {"role": "assistant", "content": "\\boxed{yes}"}]
+        short.append(json.dumps(rec))
+    rl.write_text("\n".join(short) + "\n", encoding="utf-8")
+    grpo = run_stage("s2", tiny_lm, [rl], tmp_path / "s2", max_steps=1, num_generations=2,
+                     max_completion_tokens=16, learning_rate=1e-3, use_cpu=True)  # fmt: skip
+    logged = [h for h in grpo.state.log_history if "reward" in h]
+    assert logged and "rewards/evidex_length_penalized/mean" in logged[0]
+    assert (tmp_path / "s2" / "curves.png").is_file() and (tmp_path / "s2" / "model").is_dir()
+    sft = run_stage("s1", tiny_lm, [rl], tmp_path / "s1", max_steps=2, max_completion_tokens=128,
+                    learning_rate=1e-3, use_cpu=True)  # fmt: skip
+    assert any("loss" in h for h in sft.state.log_history)
+    assert (tmp_path / "s1" / "metrics.jsonl").read_text().strip()
+
+
+def test_trl_engine_on_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rl_training.data.export import export
+    from tests.conftest import shared_path
+    from ui.cli import app
+
+    rows = tmp_path / "rows.parquet"
+    export("pubmedqa", shared_path("pubmedqa", "pqal_dev.json"), rows)
+    res = CliRunner().invoke(app, ["train", "grpo", "--engine", "trl", "--stage", "s2", "--model",
+                                   str(tmp_path), "--data", str(rows), "--out", str(tmp_path / "o"),
+                                   "--dry-run"])  # fmt: skip
+    assert res.exit_code == 0 and "500 rows read" in res.stderr
+    args = ["train", "grpo", "--engine", "jax", "--stage", "s2", "--model", "m",
+            "--data", str(rows), "--out", str(tmp_path / "p")]  # fmt: skip
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code == 2 and "use verl or trl" in bad.stderr
