@@ -349,7 +349,8 @@ def run_stage(
             learning_rate=learning_rate, max_completion_tokens=max_completion_tokens,
             use_cpu=use_cpu,
         )  # fmt: skip
-        trainer, _ = train_grpo(model, prompts, lambda p: envs[p[-1]["content"]](), cfg)
+        trainer, rollout = train_grpo(model, prompts, lambda p: envs[p[-1]["content"]](), cfg)
+        trainer.evidex_rollout = rollout  # the played episodes, for inspection
         from rl_training.train.metrics import plot
 
         plot(out / "metrics.jsonl", out / "curves.png")

@@ -150,3 +150,29 @@ def test_trl_engine_on_the_command_line(tmp_path: Path) -> None:
             "--data", str(rows), "--out", str(tmp_path / "p")]  # fmt: skip
     bad = CliRunner().invoke(app, args)
     assert bad.exit_code == 2 and "use verl or trl" in bad.stderr
+
+
+def test_diagnostic_environment_through_the_trl_loop(tiny_lm: Path, tmp_path: Path) -> None:
+    """The untrained model never asks or diagnoses: every turn it gets the corrective message,
+    which is masked; the episode ends at the turn limit with reward 0 and no requests."""
+    from rl_training.data.export import export
+    from rl_training.train.trl_local import read_rows, run_stage
+    from tests.conftest import shared_path
+
+    cases = tmp_path / "cases.jsonl"
+    lines = shared_path("cases", "agentclinic_medqa.jsonl").read_text().splitlines()[:2]
+    cases.write_text("\n".join(lines) + "\n")
+    rows = tmp_path / "cases.parquet"
+    export("diagnosis", cases, rows)
+    assert len(read_rows([rows])) == 2
+    trainer = run_stage("s4", tiny_lm, [rows], tmp_path / "run", max_steps=1, num_generations=2,
+                        max_completion_tokens=160, learning_rate=1e-3, use_cpu=True)  # fmt: skip
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+    assert logged and logged[0]["reward"] == 0.0
+    assert (tmp_path / "run" / "curves.png").is_file()
+    tok = trainer.processing_class
+    for played in trainer.evidex_rollout.played:
+        assert played.reward == 0.0 and played.info["requests"] == 0
+        inserted = tok.decode([t for t, m in zip(played.completion_ids, played.env_mask,
+                                                 strict=True) if m == 0])  # fmt: skip
+        assert inserted.count("Request an examination or test") == len(played.observations) > 0
