@@ -1,14 +1,16 @@
-"""llama.cpp's own OpenAI-compatible server, serving the embedded SmolLM2 on loopback: a real
-endpoint for the HTTP chat backend and for judges (a session fixture, registered in conftest)."""
+"""Loopback servers for tests: llama.cpp's own OpenAI-compatible server serving the embedded
+SmolLM2 (a session fixture, registered in conftest), and any ASGI app under uvicorn."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from typing import IO
+from contextlib import contextmanager
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -59,3 +61,24 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread on a free loopback port; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError("uvicorn did not start within 30 s")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

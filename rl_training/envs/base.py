@@ -19,6 +19,18 @@ class Doc:
     doc_id: str = ""
 
 
+def format_docs(docs: Sequence[Doc], max_chars: int) -> str:
+    """Passages as the Search-R1 protocol shows them ('No results.' when there are none).
+
+    >>> format_docs([Doc("Aspirin trial", "Aspirin lowered events.")], 12)
+    'Doc 1(Title: Aspirin trial) Aspirin lowe'
+    """
+    text = "\n".join(
+        f"Doc {i}(Title: {d.title}) {d.text[:max_chars]}" for i, d in enumerate(docs, 1)
+    )
+    return text or "No results."
+
+
 class DocSearch(Protocol):
     """Top-k passages for a query."""
 

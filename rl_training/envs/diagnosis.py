@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl_training.envs.base import DocSearch, StepResult, Trajectory
+from rl_training.envs.base import DocSearch, StepResult, Trajectory, format_docs
 from rl_training.rewards.extract import last_boxed
 
 WITHHELD = ("Physical_Examination_Findings", "Test_Results")
@@ -169,6 +169,13 @@ class Case:
                 out.append((p, v))
         return out
 
+    def answer(self, request: str) -> tuple[str, bool]:
+        """What the environment agent says to a request, and whether anything matched."""
+        found = self.lookup(request) if request.strip() else []
+        if not found:
+            return f"{request.strip() or 'That'}: not available for this patient.", False
+        return "\n".join(f"{' > '.join(_norm(x) for x in p[1:])}: {v}" for p, v in found), True
+
 
 def load_cases(path: Path) -> list[Case]:
     """The cases of a JSONL file (AgentClinic's OSCE layout); a bad line names its number."""
@@ -251,18 +258,11 @@ class DiagnosisEnv:
         if req and req.group(1).strip():
             name = req.group(1).strip()
             self.requests.append(name)
-            found = self.case.lookup(name)
-            if found:
-                body = "\n".join(f"{' > '.join(_norm(x) for x in p[1:])}: {v}" for p, v in found)
-            else:
-                body = f"{name}: not available for this patient."
+            body, _ = self.case.answer(name)
             obs = f"\n<result>\n{body}\n</result>\n"
         elif srch and srch.group(1).strip() and self.search is not None:
             docs = self.search(srch.group(1).strip(), self.config.search_k)
-            body = "\n".join(
-                f"Doc {i}(Title: {d.title}) {d.text[:500]}" for i, d in enumerate(docs, 1)
-            )
-            obs = f"\n<information>{body or 'No results.'}</information>\n"
+            obs = f"\n<information>{format_docs(docs, 500)}</information>\n"
         else:
             obs = (
                 "\nRequest an examination or test with <request>name</request>, or give the "

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rl_training.envs.base import DocSearch, StepResult, Trajectory
+from rl_training.envs.base import DocSearch, StepResult, Trajectory, format_docs
 from rl_training.rewards.search_format import answer_of, search_format_reward
 
 INSTRUCTIONS = (
@@ -78,12 +78,8 @@ class SearchEnv:
         return f"{INSTRUCTIONS} Question: {self.question}\n"
 
     def _information(self, query: str) -> str:
-        docs = self.search(query, self.config.k)
-        body = "\n".join(
-            f"Doc {i}(Title: {d.title}) {d.text[: self.config.max_passage_chars]}"
-            for i, d in enumerate(docs, 1)
-        )
-        return f"\n\n<information>{body or 'No results.'}</information>\n\n"
+        body = format_docs(self.search(query, self.config.k), self.config.max_passage_chars)
+        return f"\n\n<information>{body}</information>\n\n"
 
     def step(self, action: str) -> StepResult:
         """Apply the model's next action (text up to and including its closing tag)."""

@@ -186,8 +186,8 @@ def train_grpo(
     make_env: EnvFactory,
     config: LocalGRPOConfig,
 ) -> tuple[Any, EnvRollout]:
-    """Run GRPO with TRL on ``prompts``; writes ``metrics.jsonl`` and the model into
-    ``config.output_dir``. Returns the trainer and the rollout (with every played episode)."""
+    """Run GRPO with TRL on ``prompts``; writes ``metrics.jsonl``, ``curves.png`` and the
+    model into ``config.output_dir``. Returns the trainer and the rollout (every episode)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.grpo_config import GRPOConfig
@@ -221,11 +221,7 @@ def train_grpo(
         rollout_func=rollout,
     )
     trainer.train()
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    with open(config.output_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
-        for rec in trainer.state.log_history:
-            fh.write(json.dumps(rec) + "\n")
-    trainer.save_model(str(config.output_dir / "model"))
+    _finish(trainer, config.output_dir)
     return trainer, rollout
 
 
@@ -255,6 +251,7 @@ def read_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def _finish(trainer: Any, out: Path) -> None:
+    """Write the run's metrics, its curves and the trained model into ``out``."""
     from rl_training.train.metrics import plot
 
     out.mkdir(parents=True, exist_ok=True)
@@ -351,9 +348,6 @@ def run_stage(
         )  # fmt: skip
         trainer, rollout = train_grpo(model, prompts, lambda p: envs[p[-1]["content"]](), cfg)
         trainer.evidex_rollout = rollout  # the played episodes, for inspection
-        from rl_training.train.metrics import plot
-
-        plot(out / "metrics.jsonl", out / "curves.png")
         return trainer
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer

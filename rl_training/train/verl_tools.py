@@ -20,8 +20,8 @@ from uuid import uuid4
 from verl.tools.base_tool import BaseTool
 from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
-from rl_training.envs.base import HTTPBackend
-from rl_training.envs.diagnosis import Case, _norm
+from rl_training.envs.base import HTTPBackend, format_docs
+from rl_training.envs.diagnosis import Case
 
 SEARCH_SCHEMA = {
     "type": "function",
@@ -79,10 +79,8 @@ class EvidexSearchTool(BaseTool):
             docs = self.backend(query, self.topk)
         except Exception as exc:  # the rollout goes on; the model sees why
             return ToolResponse(text=f"Search failed: {exc}"), 0.0, {"search_error": 1}
-        text = "\n".join(
-            f"Doc {i}(Title: {d.title}) {d.text[: self.max_chars]}" for i, d in enumerate(docs, 1)
-        )
-        return ToolResponse(text=text or "No results."), 0.0, {"results": len(docs)}
+        text = format_docs(docs, self.max_chars)
+        return ToolResponse(text=text), 0.0, {"results": len(docs)}
 
 
 class ExamRequestTool(BaseTool):
@@ -112,16 +110,8 @@ class ExamRequestTool(BaseTool):
     async def execute(
         self, instance_id: str, parameters: dict[str, Any], **kwargs: Any
     ) -> tuple[ToolResponse, float, dict[str, Any]]:
-        name = str(parameters.get("name", "")).strip()
-        found = self._cases[instance_id].lookup(name) if name else []
-        if not found:
-            return (
-                ToolResponse(text=f"{name or 'That'}: not available for this patient."),
-                0.0,
-                {"found": 0},
-            )
-        text = "\n".join(f"{' > '.join(_norm(x) for x in p[1:])}: {v}" for p, v in found)
-        return ToolResponse(text=text), 0.0, {"found": 1}
+        text, found = self._cases[instance_id].answer(str(parameters.get("name", "")))
+        return ToolResponse(text=text), 0.0, {"found": int(found)}
 
     async def release(self, instance_id: str, **kwargs: Any) -> None:
         self._cases.pop(instance_id, None)

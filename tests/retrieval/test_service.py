@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -21,6 +18,7 @@ from retrieval.search import Searcher
 from retrieval.service import create_app
 from retrieval.settings import load_settings
 from tests.conftest import shared_path
+from tests.llama_server import serve_app
 
 LACE = "programmed cell death in lace plant leaves"
 
@@ -89,38 +87,18 @@ def test_bad_requests_are_clear(searcher: Searcher) -> None:
     assert client.post("/search", content=b"{not json").status_code == 422
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_fifty_concurrent_clients(searcher: Searcher) -> None:
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
     expected = [h.chunk_id for h in searcher.search(LACE, k=3)]
     queries = [LACE if i % 2 == 0 else "mitochondrial dynamics" for i in range(50)]
 
-    def call(q: str) -> tuple[int, list[str]]:
-        r = httpx.post(f"http://127.0.0.1:{port}/search", json={"query": q, "k": 3}, timeout=120)
-        return r.status_code, [h["chunk_id"] for h in r.json()["results"]]
+    with serve_app(create_app(searcher)) as url:
 
-    try:
+        def call(q: str) -> tuple[int, list[str]]:
+            r = httpx.post(f"{url}/search", json={"query": q, "k": 3}, timeout=120)
+            return r.status_code, [h["chunk_id"] for h in r.json()["results"]]
+
         with ThreadPoolExecutor(max_workers=50) as pool:
             results = list(pool.map(call, queries))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     assert all(code == 200 for code, _ in results)
     assert all(ids == expected for (_, ids), q in zip(results, queries, strict=True) if q == LACE)
     assert json.dumps(results)  # every answer is complete JSON

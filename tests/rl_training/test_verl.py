@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,32 +19,16 @@ from rl_training.data.export import export
 from rl_training.rewards import compute_score
 from tests.answer_fixture import AnswerIndex
 from tests.conftest import shared_path
-from tests.llama_server import free_port
+from tests.llama_server import serve_app
 
 
 @pytest.fixture(scope="module")
 def search_url(answer_index: AnswerIndex) -> Iterator[str]:
-    import uvicorn
-
     from retrieval.search import Searcher
     from retrieval.service import create_app
 
-    searcher = Searcher(answer_index.settings())
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        searcher.close()
+    with Searcher(answer_index.settings()) as searcher, serve_app(create_app(searcher)) as url:
+        yield url
 
 
 def _dataset(files: list[Path], tiny_lm: Path):  # type: ignore[no-untyped-def]
