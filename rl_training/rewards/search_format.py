@@ -1,4 +1,5 @@
-"""Format reward for the search protocol (Search-R1 style, used by the search environment).
+"""Format rewards for the search protocol (Search-R1 style, used by the search environment)
+and for tool-calling episodes (TRL's ``environment_factory``, verl's tool agent).
 
 A trajectory is reasoning in ``<think>...</think>``, any number of
 ``<search>query</search>`` calls each answered by the environment's
@@ -9,6 +10,8 @@ nothing after it. Tags may not nest (retrieved text inside ``<information>`` is 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 TAGS = ("think", "search", "information", "answer")
 _TAG = re.compile(r"</?([a-zA-Z_]+)>")
@@ -94,3 +97,49 @@ def answer_of(trajectory: str) -> str | None:
     """
     found = re.findall(r"<answer>(.*?)</answer>", _INFO.sub("", trajectory), re.S)
     return found[-1].strip() if found else None
+
+
+def tool_call_problem(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    r"""What is wrong with a tool-calling episode (the messages after the prompt: assistant
+    turns with parsed ``tool_calls``, and the tools' answers), or None when it is well formed:
+    every call parsed and succeeded, and the last assistant turn gives a ``\boxed{}`` answer.
+
+    >>> call = {"type": "function", "function": {"name": "search", "arguments": {"query": "q"}}}
+    >>> ok = [{"role": "assistant", "content": "", "tool_calls": [call]},
+    ...       {"role": "tool", "name": "search", "content": "Doc 1(Title: T) text"},
+    ...       {"role": "assistant", "content": "<think>so</think> \\boxed{yes}"}]
+    >>> tool_call_problem(ok) is None
+    True
+    >>> tool_call_problem(ok[:2])
+    'ended without an answer'
+    >>> tool_call_problem([{"role": "assistant", "content": "<tool_call>{bad</tool_call>"}])
+    'malformed tool call'
+    >>> tool_call_problem([ok[0], {"role": "tool", "content": "{'error': 'Tool x not found.'}"},
+    ...                    ok[2]])
+    'failed tool call'
+    >>> tool_call_problem([{"role": "assistant", "content": "yes"}])
+    'no boxed answer'
+    """
+    from rl_training.rewards.extract import last_boxed, strip_reasoning
+
+    if not messages or messages[-1].get("role") != "assistant" or messages[-1].get("tool_calls"):
+        return "ended without an answer"
+    for m in messages:
+        content = m.get("content")
+        text = content if isinstance(content, str) else str(content or "")
+        if m.get("role") == "assistant" and "<tool_call>" in text:
+            return "malformed tool call"
+        if m.get("role") == "tool" and text.startswith("{'error'"):
+            return "failed tool call"
+    if last_boxed(strip_reasoning(str(messages[-1].get("content") or ""))) is None:
+        return "no boxed answer"
+    return None
+
+
+def tool_call_reward(messages: Sequence[Mapping[str, Any]]) -> float:
+    r"""1.0 for a well-formed tool-calling episode (see :func:`tool_call_problem`), else 0.0.
+
+    >>> tool_call_reward([{"role": "assistant", "content": "\\boxed{B}"}])
+    1.0
+    """
+    return 0.0 if tool_call_problem(messages) else 1.0

@@ -1,6 +1,15 @@
 """A local GRPO trainer (one GPU, or a CPU smoke run) on TRL, for the evidex environments.
 
-TRL's ``GRPOTrainer`` gets a ``rollout_func`` that plays each episode of an environment
+Two ways to play the environments, chosen by the stage's ``protocol``:
+
+- ``tools`` (default; what verl's tool agent does): TRL's ``environment_factory`` with the
+  tool-calling environments of :mod:`rl_training.train.trl_envs`. The model calls ``search``
+  or ``request_exam`` through its chat template's tool-call format; TRL runs the calls and
+  masks the tool answers (``tool_mask``); :class:`rl_training.train.trl_envs.ToolEpisodeReward`
+  scores the episode. Needs a chat model whose template renders tool calls (Qwen2.5, Qwen3,
+  Llama 3.1, ...). See :func:`tool_env_trainer`.
+- ``tags`` (the Search-R1 text protocol, for models without tool calling): TRL's
+  ``GRPOTrainer`` gets a ``rollout_func`` that plays each episode of an environment
 (:class:`rl_training.envs.search.SearchEnv` or
 :class:`rl_training.envs.diagnosis.DiagnosisEnv`) with the policy being trained: the model
 generates until a closing tag, the environment answers, and so on until the episode ends. The
@@ -13,12 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from rl_training.envs.base import StepResult
+from rl_training.train.trl_envs import ToolEpisodeReward
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,10 @@ class LocalGRPOConfig:
     """New tokens per model turn (a turn also ends at a closing tag)."""
     max_completion_tokens: int = 512
     """Model and environment tokens per episode."""
+    prompts_per_step: int = 1
+    """Prompts per optimizer step (each gets ``num_generations`` rollouts)."""
+    max_turns: int = 8
+    """tools protocol: tool-calling rounds per episode."""
     seed: int = 0
     use_cpu: bool = True
     logging_steps: int = 1
@@ -199,7 +213,7 @@ def train_grpo(
     args = GRPOConfig(
         output_dir=str(config.output_dir),
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.num_generations,
+        per_device_train_batch_size=config.num_generations * config.prompts_per_step,
         num_generations=config.num_generations,
         learning_rate=config.learning_rate,
         beta=config.beta,
@@ -221,8 +235,81 @@ def train_grpo(
         rollout_func=rollout,
     )
     trainer.train()
-    _finish(trainer, config.output_dir)
+    _finish(trainer, config.output_dir, [{"reward": p.reward, **p.info} for p in rollout.played])
     return trainer, rollout
+
+
+def tool_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An exported row as a dataset row of the tools protocol: the chat prompt (a QA row
+    without the tool-agent system prompt gets it), the ``environment`` it plays in (search or
+    diagnosis), and the reward fields as JSON text (their types vary from task to task)."""
+    from rl_training.data.agentic import search_rows
+
+    diagnosis = str(row["data_source"]).endswith("diagnosis")
+    if not diagnosis and row.get("agent_name") != "tool_agent":
+        row = next(search_rows([dict(row)]))
+    return {
+        "prompt": [{"role": m["role"], "content": m["content"]} for m in row["prompt"]],
+        "environment": "diagnosis" if diagnosis else "search",
+        "data_source": row["data_source"],
+        "reward_model": json.dumps(row["reward_model"], ensure_ascii=False),
+        "extra_info": json.dumps(row.get("extra_info") or {}, ensure_ascii=False),
+    }
+
+
+def tool_env_trainer(
+    model_path: Path,
+    rows: Sequence[Mapping[str, Any]],
+    factories: Mapping[str, Callable[[], Any]],
+    config: LocalGRPOConfig,
+) -> tuple[Any, ToolEpisodeReward]:
+    """TRL's GRPOTrainer with ``environment_factory`` (one factory per environment name:
+    ``search`` and/or ``diagnosis``, see :func:`tool_row`), not yet trained. Returns the
+    trainer and the reward, whose ``episodes`` collect every scored rollout."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.chat_template_utils import supports_tool_calling
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(str(model_path))
+    if not supports_tool_calling(tok):
+        raise ValueError(
+            f"{model_path}: the chat template cannot render tool calls. Train a tool-calling "
+            "chat model (Qwen2.5/Qwen3 Instruct, Llama 3.1), or play the environments with "
+            "Search-R1 text tags instead (--protocol tags)."
+        )
+    data = [tool_row(r) for r in rows]
+    missing = sorted({d["environment"] for d in data} - set(factories))
+    if missing:
+        raise ValueError(f"rows need the {', '.join(missing)} environment, which is not set up")
+    reward = ToolEpisodeReward()
+    args = GRPOConfig(
+        output_dir=str(config.output_dir),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.num_generations * config.prompts_per_step,
+        num_generations=config.num_generations,
+        learning_rate=config.learning_rate,
+        beta=config.beta,
+        temperature=config.temperature,
+        max_completion_length=config.max_completion_tokens,
+        max_tool_calling_iterations=config.max_turns,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        use_cpu=config.use_cpu,
+        bf16=False,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(model_path)),
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_list(data),
+        processing_class=tok,
+        environment_factory=dict(factories),
+    )
+    return trainer, reward
 
 
 # -- the command line's TRL engine --------------------------------------------------------
@@ -250,14 +337,19 @@ def read_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def _finish(trainer: Any, out: Path) -> None:
-    """Write the run's metrics, its curves and the trained model into ``out``."""
+def _finish(trainer: Any, out: Path, episodes: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Write the run's metrics, its curves, its episodes (environment runs) and the trained
+    model into ``out``."""
     from rl_training.train.metrics import plot
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as fh:
         for rec in trainer.state.log_history:
             fh.write(json.dumps(rec) + "\n")
+    if episodes:
+        with open(out / "episodes.jsonl", "w", encoding="utf-8") as fh:
+            for ep in episodes:
+                fh.write(json.dumps(ep, ensure_ascii=False, default=str) + "\n")
     trainer.save_model(str(out / "model"))
     plot(out / "metrics.jsonl", out / "curves.png")
 
@@ -275,9 +367,13 @@ def run_stage(
     search: Any = None,
     judge_url: str | None = None,
     use_cpu: bool = False,
+    protocol: str = "tools",
 ) -> Any:
     """One stage on TRL: s1 SFT, s2 GRPO with the length-penalized rule reward, s3 GRPO with
-    the verifier reward, s4 GRPO in the search or diagnostic environment."""
+    the verifier reward, s4 GRPO in the search or diagnostic environment (``protocol``:
+    ``tools`` through TRL's environment_factory, or ``tags`` for Search-R1 text tags).
+    ``judge_url`` (the verifier) scores s3, and in s4 the answers and diagnoses; without it
+    s4 uses the rule reward and normalized exact match."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -314,41 +410,12 @@ def run_stage(
         _finish(sft, out)
         return sft
     if stage == "s4":
-        from rl_training.envs.diagnosis import Case, DiagnosisEnv
-        from rl_training.envs.search import SearchEnv
-
-        envs: dict[str, Callable[[], Episode]] = {}
-        prompts = []
-
-        def diagnosis(case: Case) -> Callable[[], Episode]:
-            return lambda: DiagnosisEnv(case, search=search)
-
-        def qa(row: dict[str, Any]) -> Callable[[], Episode]:
-            info = row["extra_info"]
-            question = str(info.get("question") or row["prompt"][-1]["content"])
-            truth, source = row["reward_model"]["ground_truth"], row["data_source"]
-            return lambda: SearchEnv(search, question, truth, source, info)
-
-        for r in rows:
-            make: Callable[[], Episode]
-            if r["data_source"].endswith("diagnosis"):
-                kwargs = r["extra_info"]["tools_kwargs"]["request_exam"]["create_kwargs"]
-                make = diagnosis(Case.from_record(json.loads(kwargs["case_json"])))
-            elif search is None:
-                raise ValueError("s4 needs the search backend: --search-url or --store")
-            else:
-                make = qa(r)
-            text = make().reset()
-            envs[text] = make
-            prompts.append([{"role": "user", "content": text}])
         cfg = LocalGRPOConfig(
             output_dir=out, max_steps=max_steps, num_generations=num_generations,
             learning_rate=learning_rate, max_completion_tokens=max_completion_tokens,
             use_cpu=use_cpu,
         )  # fmt: skip
-        trainer, rollout = train_grpo(model, prompts, lambda p: envs[p[-1]["content"]](), cfg)
-        trainer.evidex_rollout = rollout  # the played episodes, for inspection
-        return trainer
+        return _run_s4(rows, model, cfg, protocol, search, judge_url)
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 
@@ -399,3 +466,77 @@ def run_stage(
     grpo.train()
     _finish(grpo, out)
     return grpo
+
+
+def _run_s4(
+    rows: Sequence[dict[str, Any]],
+    model: Path,
+    cfg: LocalGRPOConfig,
+    protocol: str,
+    search: Any,
+    judge_url: str | None,
+) -> Any:
+    """S4: search-augmented QA rows and diagnostic-chain rows, played with ``protocol``."""
+    from rl_training.envs.diagnosis import Case, DiagnosisEnv, vrm_judge
+    from rl_training.envs.search import SearchEnv, TaskScorer, rule_score
+    from rl_training.train import trl_envs
+
+    if protocol not in ("tools", "tags"):
+        raise ValueError(f"unknown protocol {protocol!r}: tools or tags")
+    judge = None
+    scorer: TaskScorer = rule_score
+    if judge_url:
+        from rl_training.rewards import vrm
+
+        judge = vrm_judge(vrm.VerifierRewardModel(vrm.VRMConfig(base_url=judge_url)))
+
+        def vrm_score(source: str, text: str, truth: Any, info: Mapping[str, Any]) -> float:
+            return float(vrm.compute_score(source, text, truth, info, base_url=judge_url)["score"])
+
+        scorer = vrm_score
+
+    kinds = {"diagnosis" if r["data_source"].endswith("diagnosis") else "search" for r in rows}
+    if "search" in kinds and search is None:
+        raise ValueError("s4 question rows need the search backend: --search-url or --store")
+    if protocol == "tools":
+        tool_cfg = trl_envs.ToolEnvConfig()
+        factories: dict[str, Callable[[], Any]] = {}
+        if "search" in kinds:
+            factories["search"] = lambda: trl_envs.SearchToolEnv(search, tool_cfg, scorer)
+        if "diagnosis" in kinds:
+            factories["diagnosis"] = (
+                (lambda: trl_envs.DiagnosisSearchToolEnv(judge, tool_cfg, search))
+                if search is not None
+                else (lambda: trl_envs.DiagnosisToolEnv(judge, tool_cfg))
+            )
+        trainer, reward = tool_env_trainer(model, rows, factories, cfg)
+        trainer.train()
+        _finish(trainer, cfg.output_dir, reward.episodes)
+        trainer.evidex_episodes = reward.episodes  # every scored episode, for inspection
+        return trainer
+
+    envs: dict[str, Callable[[], Episode]] = {}
+    prompts = []
+
+    def diagnosis(case: Case) -> Callable[[], Episode]:
+        return lambda: DiagnosisEnv(case, search=search, judge=judge)
+
+    def qa(row: dict[str, Any]) -> Callable[[], Episode]:
+        info = row["extra_info"]
+        question = str(info.get("question") or row["prompt"][-1]["content"])
+        truth, source = row["reward_model"]["ground_truth"], row["data_source"]
+        return lambda: SearchEnv(search, question, truth, source, info, scorer=scorer)
+
+    for r in rows:
+        make: Callable[[], Episode]
+        if r["data_source"].endswith("diagnosis"):
+            kwargs = r["extra_info"]["tools_kwargs"]["request_exam"]["create_kwargs"]
+            make = diagnosis(Case.from_record(json.loads(kwargs["case_json"])))
+        else:
+            make = qa(r)
+        text = make().reset()
+        envs[text] = make
+        prompts.append([{"role": "user", "content": text}])
+    trainer, rollout = train_grpo(model, prompts, lambda p: envs[p[-1]["content"]](), cfg)
+    trainer.evidex_rollout = rollout  # the played episodes, for inspection
+    return trainer
