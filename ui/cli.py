@@ -1076,6 +1076,7 @@ def _train(
     config: Path | None = None,
     max_steps: int = 100,
     cpu: bool = False,
+    protocol: str = "tools",
 ) -> None:
     import subprocess
 
@@ -1090,7 +1091,7 @@ def _train(
         raise typer.Exit(EXIT_USAGE)
     if engine == "trl":
         _train_trl(stage, model, data, out_dir, judge_url, search_url, store, config, max_steps,
-                   cpu, dry_run)  # fmt: skip
+                   cpu, dry_run, protocol)  # fmt: skip
         return
     from rl_training.train import verl_launch
 
@@ -1147,6 +1148,7 @@ def _train_trl(
     max_steps: int,
     cpu: bool,
     dry_run: bool,
+    protocol: str = "tools",
 ) -> None:
     """The local trainer (TRL): one GPU, or --cpu for a smoke run."""
     from rl_training.train import trl_local
@@ -1157,11 +1159,13 @@ def _train_trl(
             return len(rows)
         search: Any = None
         searcher: Any = None
+        # Question rows need search; diagnosis rows get it as an extra tool when asked for.
+        questions = any(not str(r["data_source"]).endswith("diagnosis") for r in rows)
         if stage == "s4" and search_url:
             from rl_training.envs.base import HTTPBackend
 
             search = HTTPBackend(search_url)
-        elif stage == "s4":
+        elif stage == "s4" and (questions or store is not None or config is not None):
             from retrieval.search import Searcher
             from rl_training.envs.base import SearcherBackend
 
@@ -1169,7 +1173,7 @@ def _train_trl(
             search = SearcherBackend(searcher)
         try:
             trl_local.run_stage(stage, model, data, out_dir, max_steps=max_steps, search=search,
-                                judge_url=judge_url, use_cpu=cpu)  # fmt: skip
+                                judge_url=judge_url, use_cpu=cpu, protocol=protocol)  # fmt: skip
         finally:
             if searcher is not None:
                 searcher.close()
@@ -1228,11 +1232,21 @@ def train_grpo(
     cpu: TrainCpu = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="trl s4: tools (tool calls through TRL's environment_factory; needs a "
+            "tool-calling chat template) or tags (Search-R1 text tags, any model)."
+        ),
+    ] = "tools",
 ) -> None:
     """GRPO stages (128 prompts x 12 rollouts per step, the 8K/16K cosine length penalty)."""
+    if protocol not in ("tools", "tags"):
+        err.print(f"[bold red]error:[/] --protocol {protocol}: use tools or tags")
+        raise typer.Exit(EXIT_USAGE)
     _train("grpo", engine, stage, model, data, val, out_dir, n_gpus, nnodes, judge_url,
            search_url, overrides, dry_run, store=store, config=config, max_steps=max_steps,
-           cpu=cpu)  # fmt: skip
+           cpu=cpu, protocol=protocol)  # fmt: skip
 
 
 @train_app.command("plot")

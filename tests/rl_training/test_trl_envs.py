@@ -263,3 +263,41 @@ def test_a_template_without_tool_calls_is_refused(tiny_lm: Path, tmp_path: Path)
     with pytest.raises(ValueError, match="--protocol tags"):
         tool_env_trainer(tiny_lm, rows, {"diagnosis": DiagnosisToolEnv},
                          LocalGRPOConfig(output_dir=tmp_path / "o"))  # fmt: skip
+
+
+def test_s4_tools_protocol_on_the_command_line(tiny_lm: Path, tmp_path: Path) -> None:
+    """`evidex train grpo --engine trl --stage s4` on diagnosis rows: environment_factory with
+    an untrained tool-calling model (reward 0, every episode written); a model whose template
+    cannot call tools gets a clear error."""
+    pytest.importorskip("trl", reason="TRL is not installed (pip install -e '.[train]')")
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import qwen2_5_chat_template
+    from typer.testing import CliRunner
+
+    from rl_training.data.export import export
+    from ui.cli import app
+
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(shared_path(*CASES).read_text().splitlines()[0] + "\n")
+    rows = tmp_path / "cases.parquet"
+    export("diagnosis", cases, rows)
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tiny_lm.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    tok = AutoTokenizer.from_pretrained(str(model))
+    tok.chat_template = qwen2_5_chat_template
+    tok.save_pretrained(str(model))
+    base = ["train", "grpo", "--engine", "trl", "--stage", "s4", "--data", str(rows), "--cpu",
+            "--max-steps", "1"]  # fmt: skip
+    res = CliRunner().invoke(app, [*base, "--model", str(model), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    episodes = [json.loads(x) for x in (tmp_path / "run" / "episodes.jsonl").open()]
+    assert len(episodes) == 4 and {e["env"] for e in episodes} == {"DiagnosisToolEnv"}
+    assert all(e["correct"] == "Myasthenia gravis" for e in episodes)
+    assert (tmp_path / "run" / "curves.png").is_file()
+    bad = CliRunner().invoke(app, [*base, "--model", str(tiny_lm), "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "--protocol tags" in bad.stderr
+    odd = CliRunner().invoke(app, [*base, "--model", str(model), "--out", str(tmp_path / "c"),
+                                   "--protocol", "xml"])  # fmt: skip
+    assert odd.exit_code == 2 and "use tools or tags" in odd.stderr

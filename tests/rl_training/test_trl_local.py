@@ -155,6 +155,8 @@ def test_trl_engine_on_the_command_line(tmp_path: Path) -> None:
 def test_diagnostic_environment_through_the_trl_loop(tiny_lm: Path, tmp_path: Path) -> None:
     """The untrained model never asks or diagnoses: every turn it gets the corrective message,
     which is masked; the episode ends at the turn limit with reward 0 and no requests."""
+    import json
+
     from rl_training.data.export import export
     from rl_training.train.trl_local import read_rows, run_stage
     from tests.conftest import shared_path
@@ -166,10 +168,13 @@ def test_diagnostic_environment_through_the_trl_loop(tiny_lm: Path, tmp_path: Pa
     export("diagnosis", cases, rows)
     assert len(read_rows([rows])) == 2
     trainer = run_stage("s4", tiny_lm, [rows], tmp_path / "run", max_steps=1, num_generations=2,
-                        max_completion_tokens=160, learning_rate=1e-3, use_cpu=True)  # fmt: skip
+                        max_completion_tokens=160, learning_rate=1e-3, use_cpu=True,
+                        protocol="tags")  # fmt: skip
     logged = [h for h in trainer.state.log_history if "reward" in h]
     assert logged and logged[0]["reward"] == 0.0
     assert (tmp_path / "run" / "curves.png").is_file()
+    episodes = (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()
+    assert [json.loads(e)["requests"] for e in episodes] == [0, 0]
     tok = trainer.processing_class
     for played in trainer.evidex_rollout.played:
         assert played.reward == 0.0 and played.info["requests"] == 0
