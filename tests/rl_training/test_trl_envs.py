@@ -24,6 +24,7 @@ from rl_training.train.trl_envs import (
 )
 from tests.answer_fixture import AnswerIndex
 from tests.conftest import shared_path
+from tests.tiny_lm import teach_tool_calls
 
 CASES = ("cases", "agentclinic_medqa.jsonl")
 
@@ -126,54 +127,6 @@ def test_episode_reward_keeps_and_logs_episodes(tmp_path: Path) -> None:
 # -- TRL ---------------------------------------------------------------------------------
 
 
-def _teach_tool_calls(
-    model_dir: Path, episodes: list[tuple[list[dict[str, Any]], list[Any], dict[str, Any], str]],
-    out: Path,
-) -> Path:  # fmt: skip
-    """Teach the random model, by plain SFT on its own chat template, to make one tool call
-    and then answer, on each (prompt, tools, call, answer)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl.chat_template_utils import qwen2_5_chat_template
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    tok.chat_template = qwen2_5_chat_template
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    batches = []
-    for prompt, tools, call, answer in episodes:
-        result = tools[0](**call["function"]["arguments"])
-        conv = [*prompt, {"role": "assistant", "content": "", "tool_calls": [call]},
-                {"role": "tool", "name": call["function"]["name"], "content": result},
-                {"role": "assistant", "content": answer}]  # fmt: skip
-        full = tok.apply_chat_template(conv, tools=tools, tokenize=False)
-        head = tok.apply_chat_template(prompt, tools=tools, add_generation_prompt=True,
-                                       tokenize=False)  # fmt: skip
-        assert full.startswith(head)
-        first_end = full.index("<|im_end|>", len(head)) + len("<|im_end|>")
-        answer_at = full.rindex(answer)
-        parts = [(head, 0), (full[len(head) : first_end], 1), (full[first_end:answer_at], 0),
-                 (answer + "<|im_end|>", 1)]  # fmt: skip
-        ids: list[int] = []
-        labels: list[int] = []
-        for text, learn in parts:
-            seg = tok.encode(text, add_special_tokens=False)
-            ids += seg
-            labels += seg if learn else [-100] * len(seg)
-        batches.append((torch.tensor([ids]), torch.tensor([labels])))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    model.train()
-    for step in range(120 * len(batches)):
-        ids, labels = batches[step % len(batches)]
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
-
-
 def test_environment_factory_two_grpo_steps(
     tiny_lm: Path, answer_index: AnswerIndex, tmp_path: Path
 ) -> None:
@@ -192,7 +145,7 @@ def test_environment_factory_two_grpo_steps(
         search_env, diag_env = SearchToolEnv(backend, cfg), DiagnosisToolEnv(config=cfg)
         search_env.reset(**qa)
         diag_env.reset(**case_row)
-        warm = _teach_tool_calls(
+        warm = teach_tool_calls(
             tiny_lm,
             [(tool_row(qa)["prompt"], [search_env.search],
               _call("search", query="tailored mammography"), "\\boxed{yes}"),
