@@ -52,7 +52,7 @@ class ToolEnvConfig:
     """Weight of the tool-call format reward added to the task reward (search QA)."""
 
 
-def _obj(value: Any) -> Any:
+def json_field(value: Any) -> Any:
     """A row field that a dataset stored as JSON text, decoded."""
     return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
 
@@ -122,7 +122,7 @@ class SearchToolEnv(_Episode):
 
     def reset(self, **row: Any) -> None:
         """Start an episode on a dataset row (its prompt already holds the question)."""
-        rm = _obj(row.get("reward_model")) or {}
+        rm = json_field(row.get("reward_model")) or {}
         if "ground_truth" not in rm or not row.get("data_source"):
             raise ValueError(
                 "a search row needs data_source and reward_model.ground_truth "
@@ -131,7 +131,7 @@ class SearchToolEnv(_Episode):
         self._row = {
             "data_source": str(row["data_source"]),
             "ground_truth": rm["ground_truth"],
-            "extra_info": _obj(row.get("extra_info")) or {},
+            "extra_info": json_field(row.get("extra_info")) or {},
         }
         self._calls = []
 
@@ -187,7 +187,7 @@ class DiagnosisToolEnv(_Episode):
 
     def reset(self, **row: Any) -> None:
         """Start a consultation on a row of ``evidex train export diagnosis --agent``."""
-        info = _obj(row.get("extra_info")) or {}
+        info = json_field(row.get("extra_info")) or {}
         try:
             create = info["tools_kwargs"]["request_exam"]["create_kwargs"]
             record = create.get("case") or json.loads(create["case_json"])

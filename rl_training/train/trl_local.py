@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rl_training.envs.base import StepResult
-from rl_training.train.trl_envs import ToolEpisodeReward
+from rl_training.train.trl_envs import ToolEpisodeReward, json_field
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +242,18 @@ def train_grpo(
 def tool_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """An exported row as a dataset row of the tools protocol: the chat prompt (a QA row
     without the tool-agent system prompt gets it), the ``environment`` it plays in (search or
-    diagnosis), and the reward fields as JSON text (their types vary from task to task)."""
+    diagnosis), and the reward fields as JSON text (their types vary from task to task).
+    A row that is already one comes back unchanged."""
     from rl_training.data.agentic import search_rows
 
+    row = {
+        **row,
+        "reward_model": json_field(row["reward_model"]),
+        "extra_info": json_field(row.get("extra_info")),
+    }
     diagnosis = str(row["data_source"]).endswith("diagnosis")
-    if not diagnosis and row.get("agent_name") != "tool_agent":
-        row = next(search_rows([dict(row)]))
+    if not diagnosis and row.get("agent_name") != "tool_agent" and "environment" not in row:
+        row = next(search_rows([row]))
     return {
         "prompt": [{"role": m["role"], "content": m["content"]} for m in row["prompt"]],
         "environment": "diagnosis" if diagnosis else "search",
