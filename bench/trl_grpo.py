@@ -118,7 +118,13 @@ def _model(args: argparse.Namespace, rows: list[dict[str, Any]], backend: Any) -
         call = {"type": "function",
                 "function": {"name": "search", "arguments": {"query": "clinical evidence"}}}  # fmt: skip
         episodes.append((r["prompt"], [env.search], call, f"\\boxed{{{truth}}}"))
-    if not args.warmup_steps:
+    if not args.warmup_steps:  # untaught: only the chat template that renders tool calls
+        from transformers import AutoTokenizer
+        from trl.chat_template_utils import qwen2_5_chat_template
+
+        tok = AutoTokenizer.from_pretrained(str(base))
+        tok.chat_template = qwen2_5_chat_template
+        tok.save_pretrained(str(base))
         return base
     t = time.perf_counter()
     warm = teach_tool_calls(base, episodes, base.parent / "warm", steps_each=args.warmup_steps)
@@ -136,7 +142,22 @@ def _plain_reward(completions: list[Any], reward_model: list[str], **_: Any) -> 
     return out
 
 
-def _summary(name: str, trainer: Any, clock: StepClock, batch: int) -> dict[str, Any]:
+def _prompt_tokens(model_dir: Path, rows: list[dict[str, Any]], tools: list[Any] | None) -> float:
+    """Mean prompt length in tokens as TRL renders it (with the tool schema, or without)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    texts = [
+        tok.apply_chat_template(r["prompt"], tools=tools, add_generation_prompt=True,
+                                tokenize=False)
+        for r in rows
+    ]  # fmt: skip
+    return statistics.mean(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+
+def _summary(
+    name: str, trainer: Any, clock: StepClock, batch: int, prompt_tokens: float
+) -> dict[str, Any]:
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     lengths = [h["completions/mean_length"] for h in logs]
     times = clock.times
@@ -146,6 +167,7 @@ def _summary(name: str, trainer: Any, clock: StepClock, batch: int) -> dict[str,
     calls = [h.get("tools/call_frequency", 0.0) for h in logs]
     return {
         "run": name,
+        "prompt tokens": prompt_tokens,
         "first step s": times[0],
         "step s (median, after the first)": statistics.median(steady),
         "generated tokens / step": statistics.mean(tokens),
@@ -223,7 +245,8 @@ def main() -> None:
             callbacks=[clock.callback()],
         )
         plain.train()
-        results.append(_summary("plain GRPO (no environment)", plain, clock, batch))
+        plain_prompt = _prompt_tokens(model_dir, rows, None)
+        results.append(_summary("plain GRPO (no environment)", plain, clock, batch, plain_prompt))
 
         clock = StepClock()
         env_cfg = ToolEnvConfig(k=2, max_passage_chars=300)
@@ -232,7 +255,9 @@ def main() -> None:
         )
         trainer.add_callback(clock.callback())
         trainer.train()
-        results.append(_summary("environment_factory + search tool", trainer, clock, batch))
+        env_prompt = _prompt_tokens(model_dir, rows, [SearchToolEnv(backend, env_cfg).search])
+        name = "environment_factory + search tool"
+        results.append(_summary(name, trainer, clock, batch, env_prompt))
         searches = sum(e["searches"] for e in reward.episodes)
 
     shape = args.model or f"random Qwen2, {args.shape} shape"
