@@ -83,14 +83,13 @@ def teach_tool_calls(
     """Teach a model, by plain SFT under Qwen2.5's chat template (saved with it to ``out``),
     to make one tool call and then answer, on each (prompt, tools, call, answer): the tool
     calls of the GRPO tests and benchmark then really happen."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.chat_template_utils import qwen2_5_chat_template
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.chat_template = qwen2_5_chat_template
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    batches = []
+    batches: list[tuple[list[int], list[tuple[str, int]]]] = []
     for prompt, tools, call, answer in episodes:
         result = tools[0](**call["function"]["arguments"])
         conv = [*prompt, {"role": "assistant", "content": "", "tool_calls": [call]},
@@ -104,8 +103,24 @@ def teach_tool_calls(
         answer_at = full.rindex(answer)
         parts = [(head, 0), (full[len(head) : first_end], 1), (full[first_end:answer_at], 0),
                  (answer + "<|im_end|>", 1)]  # fmt: skip
-        ids: list[int] = []
-        labels: list[int] = []
+        batches.append(([], parts))
+    return fit_segments(model, tok, batches, steps_each * len(batches), out)
+
+
+def fit_segments(
+    model: Any,
+    tok: Any,
+    sequences: list[tuple[list[int], list[tuple[str, int]]]],
+    steps: int,
+    out: Path,
+) -> Path:
+    """Plain SFT of ``model`` on sequences of (head ids, [(text, learn 0/1), ...]): the loss
+    covers only the learned texts. Saves the model and ``tok`` to ``out``."""
+    import torch
+
+    batches = []
+    for head, parts in sequences:
+        ids, labels = list(head), [-100] * len(head)
         for text, learn in parts:
             seg = tok.encode(text, add_special_tokens=False)
             ids += seg
@@ -114,7 +129,7 @@ def teach_tool_calls(
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
     model.train()
-    for step in range(steps_each * len(batches)):
+    for step in range(steps):
         ids, labels = batches[step % len(batches)]
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()

@@ -217,6 +217,16 @@ INSTRUCTIONS = (
 )
 
 
+def score_diagnosis(case: Case, diagnosis: str | None, judge: Judge | None = None) -> float:
+    """The reward of a final diagnosis: the judge's verdict against the case's diagnosis, or
+    normalized exact match without a judge; 0 for no diagnosis."""
+    if diagnosis is None:
+        return 0.0
+    if judge is not None:
+        return float(judge(case.summary, case.diagnosis, diagnosis))
+    return float(normalize_diagnosis(diagnosis) == normalize_diagnosis(case.diagnosis))
+
+
 @dataclass
 class DiagnosisEnvConfig:
     max_turns: int = 10
@@ -273,14 +283,7 @@ class DiagnosisEnv:
 
     def _finish(self, diagnosis: str | None) -> StepResult:
         self.done = True
-        if diagnosis is None:
-            score = 0.0
-        elif self.judge is not None:
-            score = float(self.judge(self.case.summary, self.case.diagnosis, diagnosis))
-        else:
-            score = float(
-                normalize_diagnosis(diagnosis) == normalize_diagnosis(self.case.diagnosis)
-            )
+        score = score_diagnosis(self.case, diagnosis, self.judge)
         info = {
             "diagnosis": diagnosis,
             "correct": self.case.diagnosis,

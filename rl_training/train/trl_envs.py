@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rl_training.envs.base import DocSearch, format_docs
-from rl_training.envs.diagnosis import Case, Judge, normalize_diagnosis
+from rl_training.envs.diagnosis import Case, Judge, score_diagnosis
 from rl_training.envs.search import TaskScorer, rule_score
 from rl_training.rewards.extract import last_boxed, strip_reasoning
 from rl_training.rewards.search_format import tool_call_problem
@@ -106,7 +106,24 @@ class _Episode:
         raise NotImplementedError
 
 
-class SearchToolEnv(_Episode):
+class _SearchTool(_Episode):
+    """The ``search`` tool, over ``self._backend``."""
+
+    _backend: DocSearch | None
+
+    def search(self, query: str) -> str:
+        """Search PubMed abstracts and clinical guidelines for evidence.
+
+        Args:
+            query: What to look up, in a few keywords.
+
+        Returns:
+            The top passages, numbered, each with its title.
+        """
+        return self._search(self._backend, query)
+
+
+class SearchToolEnv(_SearchTool):
     """Search-augmented QA: the question is in the row's prompt; ``search`` retrieves."""
 
     def __init__(
@@ -116,7 +133,7 @@ class SearchToolEnv(_Episode):
         scorer: TaskScorer = rule_score,
     ) -> None:
         super().__init__(config)
-        self._backend = backend
+        self._backend: DocSearch | None = backend
         self._scorer = scorer
         self._row: dict[str, Any] = {}
 
@@ -134,17 +151,6 @@ class SearchToolEnv(_Episode):
             "extra_info": json_field(row.get("extra_info")) or {},
         }
         self._calls = []
-
-    def search(self, query: str) -> str:
-        """Search PubMed abstracts and clinical guidelines for evidence.
-
-        Args:
-            query: What to look up, in a few keywords.
-
-        Returns:
-            The top passages, numbered, each with its title.
-        """
-        return self._search(self._backend, query)
 
     def _score(self, messages: Messages) -> tuple[float, dict[str, Any]]:
         text = strip_reasoning(final_text(messages))
@@ -220,14 +226,7 @@ class DiagnosisToolEnv(_Episode):
         if self._case is None:
             raise RuntimeError("reset() was not called")
         diagnosis = last_boxed(strip_reasoning(final_text(messages)))
-        if diagnosis is None:
-            score = 0.0
-        elif self._judge is not None:
-            score = float(self._judge(self._case.summary, self._case.diagnosis, diagnosis))
-        else:
-            score = float(
-                normalize_diagnosis(diagnosis) == normalize_diagnosis(self._case.diagnosis)
-            )
+        score = score_diagnosis(self._case, diagnosis, self._judge)
         requested = [n for tool, n in self._calls if tool == "request_exam"]
         info = {
             "task_reward": score,
@@ -242,19 +241,8 @@ class DiagnosisToolEnv(_Episode):
         return score, info
 
 
-class DiagnosisSearchToolEnv(DiagnosisToolEnv):
+class DiagnosisSearchToolEnv(DiagnosisToolEnv, _SearchTool):
     """The diagnostic chain with knowledge-base search as a second tool."""
-
-    def search(self, query: str) -> str:
-        """Search PubMed abstracts and clinical guidelines for medical knowledge.
-
-        Args:
-            query: What to look up, in a few keywords.
-
-        Returns:
-            The top passages, numbered, each with its title.
-        """
-        return self._search(self._backend, query)
 
 
 class ToolEpisodeReward:

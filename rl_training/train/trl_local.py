@@ -194,23 +194,11 @@ def env_reward(
     return [float(r) for r in env_reward]  # (TRL accepts None for "no reward here")
 
 
-def train_grpo(
-    model_path: Path,
-    prompts: Sequence[list[dict[str, str]]],
-    make_env: EnvFactory,
-    config: LocalGRPOConfig,
-) -> tuple[Any, EnvRollout]:
-    """Run GRPO with TRL on ``prompts``; writes ``metrics.jsonl``, ``curves.png`` and the
-    model into ``config.output_dir``. Returns the trainer and the rollout (every episode)."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _grpo_args(config: LocalGRPOConfig, **extra: Any) -> Any:
+    """TRL's GRPOConfig for a local run."""
     from trl.trainer.grpo_config import GRPOConfig
-    from trl.trainer.grpo_trainer import GRPOTrainer
 
-    tok = AutoTokenizer.from_pretrained(str(model_path))
-    model = AutoModelForCausalLM.from_pretrained(str(model_path))
-    rollout = EnvRollout(make_env, config)
-    args = GRPOConfig(
+    return GRPOConfig(
         output_dir=str(config.output_dir),
         max_steps=config.max_steps,
         per_device_train_batch_size=config.num_generations * config.prompts_per_step,
@@ -225,11 +213,29 @@ def train_grpo(
         seed=config.seed,
         use_cpu=config.use_cpu,
         bf16=False,
+        **extra,
     )
+
+
+def train_grpo(
+    model_path: Path,
+    prompts: Sequence[list[dict[str, str]]],
+    make_env: EnvFactory,
+    config: LocalGRPOConfig,
+) -> tuple[Any, EnvRollout]:
+    """Run GRPO with TRL on ``prompts``; writes ``metrics.jsonl``, ``curves.png`` and the
+    model into ``config.output_dir``. Returns the trainer and the rollout (every episode)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(str(model_path))
+    model = AutoModelForCausalLM.from_pretrained(str(model_path))
+    rollout = EnvRollout(make_env, config)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[env_reward],
-        args=args,
+        args=_grpo_args(config),
         train_dataset=Dataset.from_list([{"prompt": list(p)} for p in prompts]),
         processing_class=tok,
         rollout_func=rollout,
@@ -275,7 +281,6 @@ def tool_env_trainer(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.chat_template_utils import supports_tool_calling
-    from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 
     tok = AutoTokenizer.from_pretrained(str(model_path))
@@ -290,27 +295,10 @@ def tool_env_trainer(
     if missing:
         raise ValueError(f"rows need the {', '.join(missing)} environment, which is not set up")
     reward = ToolEpisodeReward()
-    args = GRPOConfig(
-        output_dir=str(config.output_dir),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.num_generations * config.prompts_per_step,
-        num_generations=config.num_generations,
-        learning_rate=config.learning_rate,
-        beta=config.beta,
-        temperature=config.temperature,
-        max_completion_length=config.max_completion_tokens,
-        max_tool_calling_iterations=config.max_turns,
-        logging_steps=config.logging_steps,
-        save_strategy="no",
-        report_to=[],
-        seed=config.seed,
-        use_cpu=config.use_cpu,
-        bf16=False,
-    )
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(str(model_path)),
         reward_funcs=[reward],
-        args=args,
+        args=_grpo_args(config, max_tool_calling_iterations=config.max_turns),
         train_dataset=Dataset.from_list(data),
         processing_class=tok,
         environment_factory=dict(factories),

@@ -17,43 +17,27 @@ from rl_training.envs.base import SearcherBackend
 from rl_training.envs.search import SearchEnv, SearchEnvConfig
 from rl_training.train.trl_local import LocalGRPOConfig, chat_ids, train_grpo
 from tests.answer_fixture import AnswerIndex
+from tests.tiny_lm import fit_segments
 
 ENV = SearchEnvConfig(k=1, max_passage_chars=160, max_turns=3)
 
 
 def _warm_up(model_dir: Path, prompt: list[dict[str, str]], make_env: Any, out: Path) -> Path:
     """Teach the random model the protocol on two trajectories (answers yes / no)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
     head = chat_ids(tok, prompt)
-    batches = []
+    batches: list[tuple[list[int], list[tuple[str, int]]]] = []
     for answer in ("yes", "no"):
         env = make_env(prompt)
         env.reset()
         first = "<think> need evidence </think><search> tailored mammography </search>"
         obs = env.step(first).observation
         parts = [(first, 1), (obs, 0), (f"<think> ok </think><answer> {answer} </answer>", 1)]
-        ids, labels = list(head), [-100] * len(head)
-        for text, learn in parts:
-            seg = tok.encode(text, add_special_tokens=False)
-            ids += seg
-            labels += seg if learn else [-100] * len(seg)
-        batches.append((torch.tensor([ids]), torch.tensor([labels])))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    model.train()
-    for step in range(300):
-        ids, labels = batches[step % 2]
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+        batches.append((head, parts))
+    return fit_segments(model, tok, batches, 300, out)
 
 
 def test_two_grpo_steps_with_the_search_environment(
