@@ -86,22 +86,6 @@ class _Episode:
             )
         return None
 
-    def _search(self, backend: DocSearch | None, query: str) -> str:
-        query = str(query).strip()
-        stop = self._over_budget("search", query)
-        if stop:
-            return stop
-        if not query:
-            return "Give a non-empty search query, for example: search(query='aspirin stroke')."
-        if backend is None:
-            return "Knowledge-base search is not available here."
-        try:
-            docs = backend(query, self._config.k)
-        except Exception as exc:  # the episode goes on; the model sees why
-            log.warning("search failed for a rollout: %s", exc)
-            return f"Search failed: {exc}"
-        return format_docs(docs, self._config.max_passage_chars)
-
     def _score(self, messages: Messages) -> tuple[float, dict[str, Any]]:
         raise NotImplementedError
 
@@ -120,7 +104,20 @@ class _SearchTool(_Episode):
         Returns:
             The top passages, numbered, each with its title.
         """
-        return self._search(self._backend, query)
+        query = str(query).strip()
+        stop = self._over_budget("search", query)
+        if stop:
+            return stop
+        if not query:
+            return "Give a non-empty search query, for example: search(query='aspirin stroke')."
+        if self._backend is None:
+            return "Knowledge-base search is not available here."
+        try:
+            docs = self._backend(query, self._config.k)
+        except Exception as exc:  # the episode goes on; the model sees why
+            log.warning("search failed for a rollout: %s", exc)
+            return f"Search failed: {exc}"
+        return format_docs(docs, self._config.max_passage_chars)
 
 
 class SearchToolEnv(_SearchTool):
