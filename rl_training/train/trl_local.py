@@ -331,6 +331,28 @@ def read_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def sft_example(record: Mapping[str, Any], n: int = 0) -> dict[str, Any]:
+    """An SFT chat record as TRL's prompt-completion example, so the loss covers only the
+    response (as verl's SFT trainer masks all but the assistant turns): the prompt is every
+    message before the first assistant turn.
+
+    >>> sft_example({"messages": [{"role": "user", "content": "Q"},
+    ...                           {"role": "assistant", "content": "A"}]})["completion"]
+    [{'role': 'assistant', 'content': 'A'}]
+    """
+    messages = record.get("messages")
+    if not messages:
+        raise ValueError(
+            f"record {n}: s1 (SFT) needs chat records with messages: evidex train export --out "
+            "X.jsonl"
+        )
+    first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+    if not first:
+        raise ValueError(f"record {n}: no assistant turn after the prompt to learn from")
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return {"prompt": plain[:first], "completion": plain[first:]}
+
+
 def _finish(trainer: Any, out: Path, episodes: Sequence[Mapping[str, Any]] = ()) -> None:
     """Write the run's metrics, its curves, its episodes (environment runs) and the trained
     model into ``out``."""
@@ -387,11 +409,7 @@ def run_stage(
         from trl.trainer.sft_config import SFTConfig
         from trl.trainer.sft_trainer import SFTTrainer
 
-        if "messages" not in rows[0]:
-            raise ValueError(
-                "s1 (SFT) needs chat records with messages: evidex train export --out X.jsonl"
-            )
-        ds = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+        ds = Dataset.from_list([sft_example(r, n) for n, r in enumerate(rows, 1)])
         sft = SFTTrainer(
             model=AutoModelForCausalLM.from_pretrained(str(model)),
             args=SFTConfig(

@@ -114,6 +114,10 @@ def test_single_turn_stages_on_trl(tiny_lm: Path, tmp_path: Path) -> None:
     sft = run_stage("s1", tiny_lm, [rl], tmp_path / "s1", max_steps=2, max_completion_tokens=128,
                     learning_rate=1e-3, use_cpu=True)  # fmt: skip
     assert any("loss" in h for h in sft.state.log_history)
+    example = sft.train_dataset[0]  # the loss covers the response only
+    learned = [t for t in example["labels"] if t != -100]
+    assert 0 < len(learned) < len(example["input_ids"])
+    assert sft.processing_class.decode(learned).startswith("\\boxed{yes}")
     assert (tmp_path / "s1" / "metrics.jsonl").read_text().strip()
 
 
