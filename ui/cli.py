@@ -1215,13 +1215,20 @@ def train_grpo(
     model: TrainModel,
     data: TrainData,
     out_dir: TrainOut,
-    stage: Annotated[str, typer.Option(help="s2 (rules), s3 (verifier RM) or s4 (search).")],
+    stage: Annotated[
+        str,
+        typer.Option(help="s2 (rules), s3 (verifier RM) or s4 (search and diagnostic chain)."),
+    ],
     engine: TrainEngine = "verl",
     val: TrainVal = None,
     n_gpus: Annotated[int, typer.Option(min=1, help="GPUs per node.")] = 8,
     nnodes: Annotated[int, typer.Option(min=1, help="Nodes.")] = 1,
     judge_url: Annotated[
-        str | None, typer.Option(help="s3: the judge's OpenAI-compatible endpoint.")
+        str | None,
+        typer.Option(
+            help="s3: the verifier's OpenAI-compatible endpoint; s4 (optional): it scores the "
+            "answers and diagnoses instead of the rules."
+        ),
     ] = None,
     search_url: Annotated[
         str | None, typer.Option(help="s4: evidex serve-search URL the rollouts reach.")

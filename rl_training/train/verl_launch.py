@@ -65,14 +65,13 @@ GRPO = [
     "trainer.test_freq=25",
     "trainer.total_epochs=1",
 ]
+VRM_REWARD = [  # later overrides of a key win: this replaces GRPO's rule reward
+    "reward.custom_reward_function.path=pkg://rl_training.rewards.vrm",
+    "reward.custom_reward_function.name=compute_score",
+]
 STAGE_OVERRIDES: dict[str, list[str]] = {
     "s2": [*GRPO, *LENGTH_PENALTY],
-    "s3": [
-        *GRPO,
-        *LENGTH_PENALTY,
-        "reward.custom_reward_function.path=pkg://rl_training.rewards.vrm",
-        "reward.custom_reward_function.name=compute_score",
-    ],
+    "s3": [*GRPO, *LENGTH_PENALTY, *VRM_REWARD],
     "s4": [
         *GRPO,
         *LENGTH_PENALTY,
@@ -207,6 +206,12 @@ def plan(
             tools = tool_config(out_dir / "tools.yaml", retrieval_url=search_url, exams=True)
             overrides.append(f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tools}")
             notes.append(f"tool config: {tools}")
+            if judge_url:  # the verifier scores answers and diagnoses instead of the rules
+                overrides += [
+                    *VRM_REWARD,
+                    f"+reward.custom_reward_function.reward_kwargs.base_url={judge_url}",
+                ]
+                notes.append(f"s4 rewards: the verifier at {judge_url}")
         overrides += list(extra)
         cfg = compose("ppo_trainer", overrides)
         _validate_ppo(cfg)

@@ -121,7 +121,7 @@ def _export_rl(tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("stage", ["s2", "s3", "s4"])
+@pytest.mark.parametrize("stage", ["s2", "s3", "s4", "s4+judge"])
 def test_grpo_stages_compose_and_validate_with_verl(tmp_path: Path, stage: str) -> None:
     from omegaconf import OmegaConf
     from typer.testing import CliRunner
@@ -130,10 +130,11 @@ def test_grpo_stages_compose_and_validate_with_verl(tmp_path: Path, stage: str) 
 
     data = _export_rl(tmp_path)
     run_dir = tmp_path / "run"
+    stage, judged = stage.removesuffix("+judge"), stage.endswith("+judge")
     args = ["train", "grpo", "--stage", stage, "--model", str(tmp_path / "qwen"), "--data",
             str(data), "--out", str(run_dir), "--dry-run",
             "--set", "trainer.save_freq=10"]  # fmt: skip
-    if stage == "s3":
+    if stage == "s3" or judged:
         args += ["--judge-url", "http://judge:8000/v1"]
     if stage == "s4":
         args += ["--search-url", "http://search:8765"]
@@ -148,9 +149,11 @@ def test_grpo_stages_compose_and_validate_with_verl(tmp_path: Path, stage: str) 
     assert cfg.data.train_files == [str(data.resolve())]
     launch = (run_dir / "launch.sh").read_text()
     assert "verl.trainer.main_ppo" in launch and "LengthPenaltyRewardManager" in launch
-    if stage == "s3":
+    if stage == "s3" or judged:
         assert cfg.reward.custom_reward_function.path == "pkg://rl_training.rewards.vrm"
         assert cfg.reward.custom_reward_function.reward_kwargs.base_url == "http://judge:8000/v1"
+    else:
+        assert cfg.reward.custom_reward_function.path == "pkg://rl_training.rewards.scoring"
     if stage == "s4":
         assert cfg.actor_rollout_ref.rollout.multi_turn.enable is True
         assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == "tool_agent"
