@@ -255,7 +255,7 @@ def tool_row(row: Mapping[str, Any]) -> dict[str, Any]:
     row = {
         **row,
         "reward_model": json_field(row["reward_model"]),
-        "extra_info": json_field(row.get("extra_info")),
+        "extra_info": json_field(row.get("extra_info")) or {},
     }
     diagnosis = str(row["data_source"]).endswith("diagnosis")
     if not diagnosis and row.get("agent_name") != "tool_agent" and "environment" not in row:
