@@ -292,6 +292,13 @@ def _print_hits(hits: Iterable[Any], as_json: bool, question: str, why: bool = F
 
 
 ListOpt = list[str] | None
+# The filters `evidex search` and `evidex ask` share.
+SourceOpt = Annotated[ListOpt, typer.Option(help="Only these sources (pubmed, pmc, ...).")]
+YearFromOpt = Annotated[int | None, typer.Option(help="Published in or after.")]
+YearToOpt = Annotated[int | None, typer.Option(help="Published in or before.")]
+EvidenceOpt = Annotated[
+    ListOpt, typer.Option(help="Only these evidence levels, e.g. systematic_review.")
+]
 
 
 @app.command("search")
@@ -301,12 +308,10 @@ def search(
         int | None, typer.Option("-k", "--top", min=1, max=1000, help="Passages to show.")
     ] = None,
     mode: Annotated[str | None, typer.Option(help="dense, sparse or hybrid.")] = None,
-    source: Annotated[ListOpt, typer.Option(help="Only these sources (pubmed, pmc, ...).")] = None,
-    year_from: Annotated[int | None, typer.Option(help="Published in or after.")] = None,
-    year_to: Annotated[int | None, typer.Option(help="Published in or before.")] = None,
-    evidence: Annotated[
-        ListOpt, typer.Option(help="Only these evidence levels, e.g. systematic_review.")
-    ] = None,
+    source: SourceOpt = None,
+    year_from: YearFromOpt = None,
+    year_to: YearToOpt = None,
+    evidence: EvidenceOpt = None,
     publication_type: Annotated[ListOpt, typer.Option(help="PubMed publication type.")] = None,
     language: Annotated[ListOpt, typer.Option(help="Language code, e.g. eng.")] = None,
     mesh: Annotated[ListOpt, typer.Option(help="MeSH term.")] = None,
@@ -376,12 +381,10 @@ def ask(
         Path | None,
         typer.Option(help="Patient context: a JSON record or a FHIR R4 Bundle (.json)."),
     ] = None,
-    source: Annotated[ListOpt, typer.Option(help="Only these sources (pubmed, pmc, ...).")] = None,
-    year_from: Annotated[int | None, typer.Option(help="Published in or after.")] = None,
-    year_to: Annotated[int | None, typer.Option(help="Published in or before.")] = None,
-    evidence: Annotated[
-        ListOpt, typer.Option(help="Only these evidence levels, e.g. systematic_review.")
-    ] = None,
+    source: SourceOpt = None,
+    year_from: YearFromOpt = None,
+    year_to: YearToOpt = None,
+    evidence: EvidenceOpt = None,
     reasoning: Annotated[
         bool, typer.Option(help="Also show a reasoning model's <think> text.")
     ] = False,
@@ -1172,7 +1175,7 @@ def _train_trl(
             searcher = Searcher(_settings(config, store))
             search = SearcherBackend(searcher)
         try:
-            trl_local.run_stage(stage, model, data, out_dir, max_steps=max_steps, search=search,
+            trl_local.run_stage(stage, model, rows, out_dir, max_steps=max_steps, search=search,
                                 judge_url=judge_url, use_cpu=cpu, protocol=protocol)  # fmt: skip
         finally:
             if searcher is not None:

@@ -373,7 +373,7 @@ def _finish(trainer: Any, out: Path, episodes: Sequence[Mapping[str, Any]] = ())
 def run_stage(
     stage: str,
     model: Path,
-    data: Sequence[Path],
+    rows: Sequence[dict[str, Any]],
     out: Path,
     *,
     max_steps: int = 100,
@@ -389,11 +389,10 @@ def run_stage(
     the verifier reward, s4 GRPO in the search or diagnostic environment (``protocol``:
     ``tools`` through TRL's environment_factory, or ``tags`` for Search-R1 text tags).
     ``judge_url`` (the verifier) scores s3, and in s4 the answers and diagnoses; without it
-    s4 uses the rule reward and normalized exact match."""
+    s4 uses the rule reward and normalized exact match. ``rows``: see :func:`read_rows`."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rows = read_rows(data)
     tok = AutoTokenizer.from_pretrained(str(model))
     common: dict[str, Any] = {
         "output_dir": str(out),
@@ -500,7 +499,7 @@ def _run_s4(
     if judge_url:
         from rl_training.rewards import vrm
 
-        judge = vrm_judge(vrm.VerifierRewardModel(vrm.VRMConfig(base_url=judge_url)))
+        judge = vrm_judge(vrm.judge_for(judge_url))  # the same shared judge as vrm_score
 
         def vrm_score(source: str, text: str, truth: Any, info: Mapping[str, Any]) -> float:
             return float(vrm.compute_score(source, text, truth, info, base_url=judge_url)["score"])
