@@ -139,6 +139,9 @@ def test_clinician_session_in_a_real_browser(
     _input(browser, "Password").send_keys(PASSWORD)
     browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
     _wait(browser).until(_text_on_page("Signed in as alice"))
+    # The sidebar can show the user while the main area still holds the stale login form for
+    # a moment (Streamlit's rerun): wait for the chat page itself.
+    _wait(browser).until(_text_on_page("a licensed clinician must review"))
     assert "a licensed clinician must review" in browser.find_element(By.TAG_NAME, "body").text
     # 2. ask, and wait for the verified answer
     _ask(browser, answer_index.question)
