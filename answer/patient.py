@@ -10,10 +10,11 @@ import datetime
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from retrieval.errors import InputError
 from retrieval.filters import SearchFilters
 
 
@@ -94,8 +95,10 @@ def _fmt(value: str | float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-class PatientError(ValueError):
+class PatientError(InputError):
     """A patient record could not be read; the message says which field and why."""
+
+    exit_code: ClassVar[int] = 2  # a bad --patient file is a usage error of the command line
 
 
 def load_patient(source: Path | str | Mapping[str, Any]) -> Patient:

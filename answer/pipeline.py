@@ -50,6 +50,7 @@ from answer.verify import (
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult, ReasoningFilter
 from planner.planner import Planner
 from planner.types import Plan, Subtask
+from retrieval.errors import EvidexError
 from retrieval.filters import SearchFilters
 from retrieval.search import FiltersLike, Searcher, as_filters
 from retrieval.settings import Settings, load_settings
@@ -81,7 +82,7 @@ _INJECTION = re.compile(
 _TAG = re.compile(r"</?\s*[a-zA-Z_][\w-]*\s*>")
 
 
-class AnswerError(RuntimeError):
+class AnswerError(EvidexError, RuntimeError):
     """The question cannot be answered at all (no index, empty store, bad input)."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
 from retrieval.embedders import Embedder
+from retrieval.errors import ConfigError
 from retrieval.settings import VerifySettings
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class NliVerifier:
 
     def __init__(self, settings: VerifySettings) -> None:
         if settings.model_path is None:
-            raise ValueError("verify.kind is 'nli' but verify.model_path is empty")
+            raise ConfigError("verify.kind is 'nli' but verify.model_path is empty")
         from sentence_transformers import CrossEncoder
 
         self.settings = settings
@@ -232,7 +233,7 @@ class NliVerifier:
         labels = {int(k): str(v).lower() for k, v in self.model.config.id2label.items()}
         entail = [i for i, lab in labels.items() if lab.startswith("entail")]
         if not entail:
-            raise ValueError(
+            raise ConfigError(
                 f"the NLI model at {settings.model_path} has no 'entailment' label "
                 f"(labels: {sorted(labels.values())})"
             )

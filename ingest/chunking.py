@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from retrieval.embedders import Embedder
+from retrieval.errors import InputError
 from retrieval.index import chunk_uuid
 from retrieval.settings import ChunkingSettings
 from retrieval.types import Chunk, Document
@@ -37,7 +38,7 @@ class _Piece:
         return f"{self.label}: {self.text}" if self.label else self.text
 
 
-class ChunkingError(ValueError):
+class ChunkingError(InputError):
     """A document cannot be cut to fit the model (e.g. the token limit is too small)."""
 
 

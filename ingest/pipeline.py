@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunker, ChunkingError
-from ingest.records import Deletion, Problem, Record
+from ingest.records import Deletion, InputError, Problem, Record
 from retrieval.index import Index
 from retrieval.types import Chunk, Document
 
@@ -188,3 +189,35 @@ def _drain(q: queue.Queue[_Item]) -> Iterator[_Item]:
         if item[0] == "end":
             return
         yield item
+
+
+def ingest_paths(
+    paths: Iterable[Path],
+    index: Index,
+    kind: str | None = None,
+    *,
+    batch_docs: int | None = None,
+    desc: str | None = None,
+) -> IngestReport:
+    """Ingest files and folders of one ``kind`` (pubmed, pmc, guidelines, beir), or of the
+    kind detected for each path when ``kind`` is None; one report for them all.
+
+    A path that does not exist is an :class:`ingest.records.InputError` raised before
+    anything is written; unreadable files inside are reported and skipped.
+    """
+    from ingest.sources.files import KINDS, Kind, detect_kind, expand, records
+
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"unknown corpus kind {kind!r}: use one of {', '.join(KINDS)}")
+    paths = [Path(p) for p in paths]
+    groups: list[tuple[Kind, list[Path]]] = []
+    for p in paths:
+        k: Kind = kind or (detect_kind(p) if p.exists() else "beir")
+        groups.append((k, expand(k, [p])))  # (expand names a missing path)
+
+    def all_records() -> Iterator[Record]:
+        for k, files in groups:
+            yield from records(k, files)
+
+    label = desc or f"ingest {kind or ', '.join(dict.fromkeys(k for k, _ in groups))}"
+    return run_ingest(all_records(), index, batch_docs=batch_docs, desc=label)

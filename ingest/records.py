@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from retrieval.errors import InputError as InputError
 from retrieval.types import Document
 
 
@@ -33,10 +34,6 @@ class Problem:
 
 Record = Union[Document, Deletion, Problem]  # noqa: UP007 - a runtime alias
 Records = Iterator[Record]
-
-
-class InputError(ValueError):
-    """A whole input (file, folder, query) cannot be read; the message says which and why."""
 
 
 def read_text(path: Path) -> str | Problem:

@@ -16,6 +16,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval.errors import ServiceError
+
 
 class ChatMessage(BaseModel):
     """One turn of a conversation."""
@@ -40,7 +42,7 @@ class ChatResult(BaseModel):
     seconds: float = Field(0.0, ge=0, description="Wall time of the request.")
 
 
-class ChatError(RuntimeError):
+class ChatError(ServiceError):
     """The chat model could not answer (endpoint down, timeout, load failure).
 
     The message says what failed and what to check; callers fall back where they can.

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
 from planner.types import Plan, PlanFilters, Subtask
+from retrieval.errors import InputError
 from retrieval.settings import PlannerSettings
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def extract_json(text: str) -> Any:
             return obj
         except json.JSONDecodeError:
             start = text.find("{", start + 1)
-    raise ValueError("the reply holds no JSON object")
+    raise InputError("the reply holds no JSON object")
 
 
 @dataclass
@@ -210,7 +211,7 @@ class Planner:
         """A validated plan for ``question`` (never raises for model failures)."""
         question = " ".join(question.split())
         if not question:
-            raise ValueError("the question is empty")
+            raise InputError("the question is empty")
         if not self.use_llm:
             return PlanOutcome(fallback_plan(question, "planning by model is off"))
         assert self.chat is not None
@@ -334,12 +335,12 @@ class Planner:
     def _parse(self, question: str, text: str, origin: Literal["llm", "repaired"]) -> Plan:
         data = extract_json(text)
         if not isinstance(data, Mapping) or not isinstance(data.get("subtasks"), list):
-            raise ValueError('the JSON object has no "subtasks" list')
+            raise InputError('the JSON object has no "subtasks" list')
         s = self.settings
         subtasks: list[Subtask] = []
         for i, raw in enumerate(data["subtasks"][: s.max_subtasks]):
             if not isinstance(raw, Mapping):
-                raise ValueError(f"subtask {i + 1} is not an object")
+                raise InputError(f"subtask {i + 1} is not an object")
             item = dict(raw)
             item.setdefault("id", f"s{i + 1}")
             item["id"] = str(item["id"])
@@ -355,10 +356,10 @@ class Planner:
             item = {k: v for k, v in item.items() if k in Subtask.model_fields}
             subtasks.append(Subtask.model_validate(item))
         if not subtasks:
-            raise ValueError("the plan has no subtasks")
+            raise InputError("the plan has no subtasks")
         off_topic = [q for sub in subtasks for q in sub.queries if not _on_topic(q, question)]
         if len(off_topic) == sum(len(sub.queries) for sub in subtasks):
-            raise ValueError(
+            raise InputError(
                 f"no search query uses the question's terms (got {off_topic[:3]}); write queries "
                 "from the question's medical terms"
             )
@@ -366,7 +367,7 @@ class Planner:
         if language != "en" and not any(
             detect_language(q) == "en" for sub in subtasks for q in sub.queries
         ):
-            raise ValueError("the plan has no English search query for a non-English question")
+            raise InputError("the plan has no English search query for a non-English question")
         return Plan(
             question=question,
             language=language,

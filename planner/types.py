@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from retrieval.errors import InputError
 from retrieval.types import EvidenceLevel
 
 
@@ -39,7 +40,7 @@ class Subtask(_Frozen):
     def _clean_queries(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         cleaned = tuple(dict.fromkeys(" ".join(q.split()) for q in v if q.strip()))
         if not cleaned:
-            raise ValueError("a subtask needs at least one non-empty search query")
+            raise InputError("a subtask needs at least one non-empty search query")
         return cleaned
 
 
@@ -62,14 +63,14 @@ class Plan(_Frozen):
     def _check_ids(self) -> Plan:
         ids = [s.id for s in self.subtasks]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"subtask ids repeat: {ids}")
+            raise InputError(f"subtask ids repeat: {ids}")
         known = set(ids)
         for s in self.subtasks:
             unknown = set(s.depends_on) - known
             if unknown:
-                raise ValueError(f"subtask {s.id} depends on unknown subtasks {sorted(unknown)}")
+                raise InputError(f"subtask {s.id} depends on unknown subtasks {sorted(unknown)}")
             if s.id in s.depends_on:
-                raise ValueError(f"subtask {s.id} depends on itself")
+                raise InputError(f"subtask {s.id} depends on itself")
         return self
 
     def ordered(self) -> list[Subtask]:

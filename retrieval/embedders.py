@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.errors import ServiceError
 from retrieval.settings import EmbeddingSettings
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class LearnedSparseEmbedder(Protocol):
         """One sparse vector per text."""
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(ServiceError):
     """The embedding model could not be loaded; the message says what to install or set."""
 
 

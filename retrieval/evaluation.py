@@ -7,31 +7,33 @@ turned into a ranked list of distinct documents before scoring.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from retrieval.errors import InputError
+from retrieval.jsonl import iter_jsonl
+from retrieval.stores.base import SearchMode
 from retrieval.types import ScoredPassage
+
+if TYPE_CHECKING:
+    from retrieval.index import Index
 
 
 def read_queries(path: Path) -> dict[str, str]:
     """BEIR ``queries.jsonl``: ``{"_id", "text"}`` per line."""
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                out[str(rec["_id"])] = str(rec["text"])
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise ValueError(f"{path}:{n}: not a BEIR query line ({exc})") from exc
+    for n, rec in iter_jsonl(path):
+        try:
+            out[str(rec["_id"])] = str(rec["text"])
+        except KeyError as exc:
+            raise InputError(f"{path}:{n}: not a BEIR query line (no {exc})") from exc
     if not out:
-        raise ValueError(f"{path} holds no queries")
+        raise InputError(f"{path} holds no queries")
     return out
 
 
@@ -44,10 +46,10 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if n == 1 and row and not row[-1].strip().lstrip("-").isdigit():
                 continue  # header
             if len(row) < 3:
-                raise ValueError(f"{path}:{n}: expected query-id<TAB>corpus-id<TAB>score")
+                raise InputError(f"{path}:{n}: expected query-id<TAB>corpus-id<TAB>score")
             out.setdefault(row[0], {})[row[1]] = int(row[2])
     if not out:
-        raise ValueError(f"{path} holds no judgements")
+        raise InputError(f"{path} holds no judgements")
     return out
 
 
@@ -139,7 +141,7 @@ def evaluate(
         if progress:
             progress(1)
     if not lat:
-        raise ValueError("no judged query has a text in the queries file")
+        raise InputError("no judged query has a text in the queries file")
     lat.sort()
     p95 = lat[min(len(lat) - 1, math.ceil(0.95 * len(lat)) - 1)]
     return MethodResult(
@@ -150,3 +152,52 @@ def evaluate(
         p95,
         len(lat),
     )
+
+
+SearchFn = Callable[[str], list[ScoredPassage]]
+
+BASELINES: dict[str, str] = {"bm25": "sparse", "dense": "dense", "hybrid": "hybrid"}
+"""The baselines ``--baselines`` adds: BM25 only, dense only, and hybrid (RRF) without the
+reranker and the evidence-aware ranking, each with its search mode."""
+
+
+def methods_for(index: Index, baselines: bool = False) -> dict[str, SearchFn]:
+    """The configured pipeline (``evidex``) and, with ``baselines``, the plain modes, each as
+    a function from a query to its top 100 passages (one per document)."""
+
+    def configured(q: str) -> list[ScoredPassage]:
+        return index.search(q, k=100, max_per_doc=1)
+
+    def baseline(mode: SearchMode) -> SearchFn:
+        def run(q: str) -> list[ScoredPassage]:
+            return index.search(q, k=100, mode=mode, rerank=False, ranking=False,
+                                max_per_doc=1, fusion="rrf")  # fmt: skip
+
+        return run
+
+    out: dict[str, SearchFn] = {"evidex": configured}
+    if baselines:
+        out.update({name: baseline(mode) for name, mode in BASELINES.items()})  # type: ignore[arg-type]
+    return out
+
+
+def evaluate_index(
+    index: Index,
+    queries_file: Path,
+    qrels_file: Path,
+    *,
+    baselines: bool = False,
+    limit: int | None = None,
+) -> dict[str, MethodResult]:
+    """Every method of :func:`methods_for` on a BEIR query set, with a progress bar each."""
+    from tqdm import tqdm
+
+    qs = read_queries(queries_file)
+    judged = read_qrels(qrels_file)
+    if limit:
+        judged = dict(list(judged.items())[:limit])
+    results = {}
+    for name, fn in methods_for(index, baselines).items():
+        with tqdm(total=len(judged), desc=f"eval {name}", disable=None) as bar:
+            results[name] = evaluate(fn, qs, judged, progress=bar.update)
+    return results

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from retrieval.errors import InputError
 from retrieval.stores.base import AnyOf, Clause, Condition, Not
 from retrieval.types import EvidenceLevel, Source
 
@@ -45,7 +46,7 @@ class SearchFilters(BaseModel):
     @model_validator(mode="after")
     def _years_in_order(self) -> SearchFilters:
         if self.year_from and self.year_to and self.year_from > self.year_to:
-            raise ValueError(f"year_from {self.year_from} is after year_to {self.year_to}")
+            raise InputError(f"year_from {self.year_from} is after year_to {self.year_to}")
         return self
 
     def clauses(self) -> list[Clause]:

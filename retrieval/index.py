@@ -27,6 +27,7 @@ from retrieval.embedders import (
     SparseVec,
     load_embedder,
 )
+from retrieval.errors import InputError
 from retrieval.filters import SearchFilters
 from retrieval.ranking import evidence_score, recency_score
 from retrieval.rerankers import Reranker, load_reranker
@@ -43,7 +44,7 @@ from retrieval.stores.base import (
     StoreInfo,
     VectorStore,
 )
-from retrieval.types import Chunk, Document, ScoredPassage
+from retrieval.types import Chunk, Document, IndexStats, ScoredPassage, SourceCount
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,12 @@ class Index:
     ) -> None:
         self.settings = settings
         self.store: VectorStore = open_store(settings, store_path, create=create)
+        self.where = str(
+            store_path
+            or (settings.store.url if settings.store.kind == "qdrant" else None)
+            or settings.store_path
+        )
+        """Where the index lives (its folder, ``:memory:`` or the Qdrant server's URL)."""
         self._embedder = embedder
         self.bm25 = Bm25Encoder()
 
@@ -300,23 +307,23 @@ class Index:
         self.store.delete_docs(list(present))
         return len(present)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> IndexStats:
         """Documents and chunks per source, and the store's embedding model."""
         info = self.store.info()
         chunks_by_source = self.store.facet("source")
         docs_by_source = self.store.facet("source", [Condition("chunk_index", any=(0,))])
-        sources = {
-            s: {"documents": docs_by_source.get(s, 0), "chunks": n}
-            for s, n in sorted(chunks_by_source.items())
-        }
-        return {
-            "documents": sum(docs_by_source.values()),
-            "chunks": sum(chunks_by_source.values()),
-            "sources": sources,
-            "embedding_model": info.embedding_model if info else None,
-            "dim": info.dim if info else None,
-            "sparse_model": info.sparse_model if info else None,
-        }
+        return IndexStats(
+            documents=sum(docs_by_source.values()),
+            chunks=sum(chunks_by_source.values()),
+            sources={
+                s: SourceCount(documents=docs_by_source.get(s, 0), chunks=n)
+                for s, n in sorted(chunks_by_source.items())
+            },
+            embedding_model=info.embedding_model if info else None,
+            dim=info.dim if info else None,
+            sparse_model=info.sparse_model if info else None,
+            store=self.where,
+        )
 
     @property
     def reranker(self) -> Reranker | None:
@@ -348,9 +355,9 @@ class Index:
         query = " ".join(query.split())
         s = self.settings.search
         if not query:
-            raise ValueError("the query is empty: type a clinical question or search terms")
+            raise InputError("the query is empty: type a clinical question or search terms")
         if len(query) > s.max_query_chars:
-            raise ValueError(
+            raise InputError(
                 f"the query has {len(query):,} characters; the limit is {s.max_query_chars:,} "
                 "(search.max_query_chars): ask a shorter question"
             )

@@ -22,7 +22,7 @@ from retrieval.filters import SearchFilters
 from retrieval.index import Index
 from retrieval.settings import Settings, load_settings
 from retrieval.stores.base import SearchMode
-from retrieval.types import ScoredPassage
+from retrieval.types import IndexStats, ScoredPassage
 
 FiltersLike = SearchFilters | Mapping[str, Any] | None
 
@@ -86,7 +86,7 @@ class Searcher:
         """:meth:`search_batch` without blocking the event loop."""
         return await asyncio.to_thread(self.search_batch, queries, k, filters, mode)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> IndexStats:
         with self._lock:
             return self.index.stats()
 

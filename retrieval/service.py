@@ -14,14 +14,16 @@ instead of failing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval.errors import EvidexError
 from retrieval.filters import SearchFilters
 from retrieval.search import Searcher
-from retrieval.stores.base import StoreError
+from retrieval.settings import Settings
 from retrieval.types import ScoredPassage
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def create_app(searcher: Searcher) -> FastAPI:
     def guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, StoreError) as exc:
+        except EvidexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
 
     @app.get("/health")
@@ -78,9 +80,9 @@ def create_app(searcher: Searcher) -> FastAPI:
         stats = searcher.stats()
         return {
             "status": "ok",
-            "documents": stats["documents"],
-            "chunks": stats["chunks"],
-            "embedding_model": stats["embedding_model"],
+            "documents": stats.documents,
+            "chunks": stats.chunks,
+            "embedding_model": stats.embedding_model,
         }
 
     @app.post("/search", response_model=SearchResponse)
@@ -102,3 +104,25 @@ def create_app(searcher: Searcher) -> FastAPI:
         return {"result": out}
 
     return app
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    on_ready: Callable[[str], Any] | None = None,
+) -> None:
+    """Serve the index of ``settings`` on ``host:port`` until stopped (``evidex
+    serve-search``). The embedding model is loaded before the first request."""
+    import uvicorn
+
+    searcher = Searcher(settings)
+    try:
+        searcher.index.embedder  # load the model before the first request  # noqa: B018
+        if on_ready:
+            on_ready(
+                f"evidex search service on http://{host}:{port} (store {searcher.index.where})"
+            )
+        uvicorn.run(create_app(searcher), host=host, port=port, log_level="warning")
+    finally:
+        searcher.close()

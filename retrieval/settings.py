@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from retrieval.errors import ConfigError
+
 
 class _Stage(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -387,7 +389,7 @@ def _toml_path() -> Path | None:
     return local if local.is_file() else None
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """Settings could not be loaded; the message says which key or file is wrong."""
 
 

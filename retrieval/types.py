@@ -130,3 +130,24 @@ class ScoredPassage(_Frozen):
     merged_chunk_ids: tuple[str, ...] = Field(
         (), description="Neighbouring chunks of the same document merged into this passage."
     )
+
+
+class SourceCount(_Frozen):
+    """Documents and chunks of one source in the index."""
+
+    documents: int = Field(ge=0, description="Documents (counted by their first chunk).")
+    chunks: int = Field(ge=0, description="Chunks (points) stored.")
+
+
+class IndexStats(_Frozen):
+    """What an index holds: ``Index.stats()``, ``evidex index stats --json``."""
+
+    documents: int = Field(ge=0, description="Documents in the index.")
+    chunks: int = Field(ge=0, description="Chunks (points) in the index.")
+    sources: dict[str, SourceCount] = Field(
+        default_factory=dict, description="Per source, by source name."
+    )
+    embedding_model: str | None = Field(None, description="Dense model the store was built with.")
+    dim: int | None = Field(None, description="Dense vector dimension.")
+    sparse_model: str | None = Field(None, description="Sparse model (BM25, BGE-M3).")
+    store: str = Field("", description="Where the index lives (a folder or a URL).")

@@ -4,10 +4,12 @@ question text and the answer id, never patient data."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from pathlib import Path
 from typing import Any
+
+from retrieval.errors import InputError
+from retrieval.jsonl import write_jsonl
 
 _LOCK = threading.Lock()
 
@@ -15,9 +17,8 @@ _LOCK = threading.Lock()
 def audit(path: Path, user: str, event: str, **fields: Any) -> None:
     """Append one event (``login``, ``login_failed``, ``ask``, ``feedback``, ``logout``)."""
     if "patient" in fields:
-        raise ValueError("patient data never goes to the audit log")
+        raise InputError("patient data never goes to the audit log")
     rec = {"ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "user": user,
            "event": event, **fields}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK, open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    with _LOCK:
+        write_jsonl(path, [rec], append=True)

@@ -18,11 +18,13 @@ import re
 import secrets
 from pathlib import Path
 
+from retrieval.errors import EvidexError
+
 _N, _R, _P = 2**14, 8, 1
 NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 
 
-class AuthError(ValueError):
+class AuthError(EvidexError, ValueError):
     """A users-file problem (bad name, short password, unreadable file)."""
 
 

@@ -48,7 +48,7 @@ def _assistant() -> tuple[Assistant, threading.Lock]:
 @st.cache_data(ttl=60, show_spinner=False)
 def _store_stats() -> dict[str, Any]:
     assistant, _ = _assistant()
-    return dict(assistant.searcher.index.stats())
+    return assistant.searcher.index.stats().model_dump()
 
 
 def _paths(settings: Settings) -> tuple[Path, Path, Path]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from answer.types import Answer
+from retrieval.errors import InputError
+from retrieval.jsonl import write_jsonl
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -62,9 +64,9 @@ class FeedbackStore:
     ) -> None:
         """Store (or update) ``user``'s feedback on ``answer``."""
         if rating not in (1, -1, None):
-            raise ValueError(f"rating must be 1 (up), -1 (down) or None, got {rating!r}")
+            raise InputError(f"rating must be 1 (up), -1 (down) or None, got {rating!r}")
         if rating is None and not comment.strip() and not correction.strip():
-            raise ValueError("empty feedback: give a rating, a comment or a corrected answer")
+            raise InputError("empty feedback: give a rating, a comment or a corrected answer")
         cites = [
             {"marker": c.marker, "doc_id": c.doc_id, "status": c.status, "sentence": c.sentence}
             for c in answer.citations
@@ -136,10 +138,6 @@ def preference_pairs(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 def export_pairs(db: Path, out: Path) -> int:
     """Write the preference pairs of the feedback in ``db`` to ``out`` (JSONL)."""
     if not Path(db).is_file():
-        raise ValueError(f"no feedback database at {db}: nothing has been rated yet")
+        raise InputError(f"no feedback database at {db}: nothing has been rated yet")
     pairs = list(preference_pairs(FeedbackStore(db).rows()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        for p in pairs:
-            fh.write(json.dumps(p, ensure_ascii=False) + "\n")
-    return len(pairs)
+    return write_jsonl(out, pairs)

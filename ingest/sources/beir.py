@@ -10,6 +10,7 @@ from typing import Any
 from ingest.evidence import evidence_level
 from ingest.records import Record
 from ingest.sources.guidelines import parse_jsonl
+from retrieval.errors import InputError
 from retrieval.types import Document, Section, Source
 
 
@@ -23,11 +24,11 @@ def beir_to_document(rec: dict[str, Any]) -> Document:
     """
     cid = str(rec.get("_id") or "").strip()
     if not cid:
-        raise ValueError("line without '_id'")
+        raise InputError("line without '_id'")
     title = " ".join(str(rec.get("title") or "").split())
     text = str(rec.get("text") or "").strip()
     if not text and not title:
-        raise ValueError(f"document {cid!r} has no text")
+        raise InputError(f"document {cid!r} has no text")
     meta = rec.get("metadata") or {}
     if not isinstance(meta, dict):
         meta = {}

@@ -10,6 +10,7 @@ from ingest.records import InputError, Problem, Record
 from ingest.sources import beir, guidelines, medline, pmc, pubmed_xml
 
 Kind = Literal["pubmed", "pmc", "guidelines", "beir"]
+KINDS: tuple[Kind, ...] = ("pubmed", "pmc", "guidelines", "beir")
 Parser = Callable[[Path], Iterator[Record]]
 
 _PATTERNS: dict[str, tuple[str, ...]] = {

@@ -16,6 +16,7 @@ from typing import Any
 from bs4 import BeautifulSoup
 
 from ingest.records import Problem, Record, read_text
+from retrieval.errors import InputError
 from retrieval.types import Document, EvidenceLevel, Section, Source
 
 USPSTF_URL = "https://www.uspreventiveservicestaskforce.org/uspstf/recommendation-topics"
@@ -42,7 +43,7 @@ def uspstf_to_document(rec: dict[str, Any]) -> Document:
     rid = rec.get("id")
     title = " ".join(str(rec.get("title") or "").split())
     if rid is None or not title:
-        raise ValueError("recommendation without id or title")
+        raise InputError("recommendation without id or title")
     sections = [
         Section(title=t, text=x)
         for t, x in (
@@ -53,7 +54,7 @@ def uspstf_to_document(rec: dict[str, Any]) -> Document:
         if x
     ]
     if not sections:
-        raise ValueError(f"recommendation {rid} has no text")
+        raise InputError(f"recommendation {rid} has no text")
     ages = rec.get("ageRange") or [None, None]
     extra: dict[str, str | int | float | bool | list[str] | None] = {
         "body": "USPSTF",
@@ -103,9 +104,9 @@ def medquad_to_document(rec: dict[str, Any]) -> Document:
     question = " ".join(str(rec.get("question") or "").split())
     answer = " ".join(str(rec.get("answer") or "").split())
     if not qid:
-        raise ValueError("record without qid")
+        raise InputError("record without qid")
     if not answer:
-        raise ValueError(f"MedQuAD {qid} has no answer text")
+        raise InputError(f"MedQuAD {qid} has no answer text")
     org = str(rec.get("source") or "") or None
     return Document(
         doc_id=f"medquad:{qid}",

@@ -12,6 +12,7 @@ from Bio import Medline
 
 from ingest.records import Problem, Record, read_text
 from ingest.sources.pubmed_xml import pubmed_document
+from retrieval.errors import InputError
 from retrieval.types import Document, Section
 
 # Structured abstracts are flattened in MEDLINE text: "BACKGROUND: ... METHODS: ...".
@@ -56,7 +57,7 @@ def record_to_document(rec: dict[str, Any]) -> Document:
     """Convert one ``Bio.Medline`` record."""
     pmid = _first(rec, "PMID")
     if not pmid:
-        raise ValueError("record without PMID (is this a MEDLINE-format file?)")
+        raise InputError("record without PMID (is this a MEDLINE-format file?)")
     title = " ".join((_first(rec, "TI") or "").split())
     ids = _as_list(rec.get("AID")) + _as_list(rec.get("LID"))
     doi = next((x[:-5].strip() for x in ids if x.endswith("[doi]")), None)

@@ -10,6 +10,7 @@ from lxml import etree
 
 from ingest.evidence import evidence_level
 from ingest.records import Problem, Record
+from retrieval.errors import InputError
 from retrieval.types import Document, Section, Source
 
 _SKIP = {
@@ -62,7 +63,7 @@ def article_to_document(root: Any) -> Document:
     """Convert a JATS ``<article>`` element."""
     meta = root.find("front/article-meta")
     if meta is None:
-        raise ValueError("no <front><article-meta>: not a JATS article")
+        raise InputError("no <front><article-meta>: not a JATS article")
     ids = {a.get("pub-id-type"): _text(a) for a in meta.findall("article-id")}
     pmcid = ids.get("pmc") or ids.get("pmcid")
     if pmcid and not pmcid.upper().startswith("PMC"):
@@ -70,7 +71,7 @@ def article_to_document(root: Any) -> Document:
     pmid, doi = ids.get("pmid"), ids.get("doi")
     key = pmcid or (f"pmid{pmid}" if pmid else None) or (f"doi:{doi}" if doi else None)
     if key is None:
-        raise ValueError("article has no pmc, pmid or doi id")
+        raise InputError("article has no pmc, pmid or doi id")
     title = _text(meta.find("title-group/article-title"))
     journal = _text(root.find("front/journal-meta/journal-title-group/journal-title")) or _text(
         root.find("front/journal-meta/journal-title")
@@ -105,7 +106,7 @@ def article_to_document(root: Any) -> Document:
     if body is not None:
         sections.extend(_sections(body, ()))
     if not sections:
-        raise ValueError(f"{key}: no abstract or body text")
+        raise InputError(f"{key}: no abstract or body text")
     article_type = root.get("article-type") or ""
     subjects = tuple(_text(s) for s in meta.findall("article-categories//subject"))
     pub_types = tuple(t for t in (article_type, *subjects) if t)

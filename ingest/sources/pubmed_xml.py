@@ -17,6 +17,7 @@ from lxml import etree
 
 from ingest.evidence import evidence_level
 from ingest.records import Deletion, Problem, Record
+from retrieval.errors import InputError
 from retrieval.types import Document, Section, Source
 
 _MONTHS = {
@@ -78,7 +79,7 @@ def pubmed_document(
     if not sections and title:
         sections = [Section(title="", text=title)]
     if not sections:
-        raise ValueError(f"PMID {pmid} has neither title nor abstract text")
+        raise InputError(f"PMID {pmid} has neither title nor abstract text")
     return Document(
         doc_id=f"pmid:{pmid}",
         source=Source.PUBMED,
@@ -99,7 +100,7 @@ def citation_to_document(citation: Any, pubmed_data: Any = None) -> Document:
     """
     pmid = _find_text(citation, "PMID")
     if not pmid:
-        raise ValueError("citation without a PMID")
+        raise InputError("citation without a PMID")
     article = citation.find("Article")
     title = _find_text(article, "ArticleTitle") or _find_text(article, "VernacularTitle")
     if title.startswith("[") and title.endswith("]."):  # translated titles are bracketed

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from retrieval.embedders import SparseVec
+from retrieval.errors import ServiceError
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -35,7 +36,7 @@ INTEGER_FIELDS = ("chunk_index", "year", "evidence_rank")
 FLOAT_FIELDS = ("applies_age_min", "applies_age_max")
 
 
-class StoreError(RuntimeError):
+class StoreError(ServiceError):
     """The store cannot be used as asked; the message says why and what to do."""
 
 

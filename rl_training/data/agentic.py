@@ -8,6 +8,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from retrieval.errors import InputError
+from retrieval.jsonl import iter_jsonl
+
 SEARCH_SYSTEM = (
     "You are a careful medical expert. Think step by step. When you lack knowledge, call the "
     "`search` tool (PubMed abstracts and clinical guidelines) as often as you need, then put "
@@ -40,31 +43,28 @@ def diagnosis_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]
     """The cases of an AgentClinic-style JSONL file as diagnostic-chain rows."""
     from rl_training.envs.diagnosis import Case
 
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                case = Case.from_record(record)
-            except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-                raise ValueError(f"{path}:{i + 1}: not a case record ({exc})") from None
-            user = f"Initial consultation:\n{case.summary}\n\nWhat is the most likely diagnosis?"
-            yield {
-                "data_source": "evidex/diagnosis",
-                "prompt": [
-                    {"role": "system", "content": DIAGNOSIS_SYSTEM},
-                    {"role": "user", "content": user},
-                ],
-                "ability": "medical",
-                "agent_name": "tool_agent",
-                "reward_model": {"style": "model", "ground_truth": case.diagnosis},
-                "extra_info": {
-                    "split": split,
-                    "index": i,
-                    "question": user,
-                    "tools_kwargs": {
-                        "request_exam": {"create_kwargs": {"case_json": json.dumps(record)}}
-                    },
+    for n, record in iter_jsonl(path):
+        i = n - 1
+        try:
+            case = Case.from_record(record)
+        except (AttributeError, TypeError) as exc:
+            raise InputError(f"{path}:{n}: not a case record ({exc})") from None
+        user = f"Initial consultation:\n{case.summary}\n\nWhat is the most likely diagnosis?"
+        yield {
+            "data_source": "evidex/diagnosis",
+            "prompt": [
+                {"role": "system", "content": DIAGNOSIS_SYSTEM},
+                {"role": "user", "content": user},
+            ],
+            "ability": "medical",
+            "agent_name": "tool_agent",
+            "reward_model": {"style": "model", "ground_truth": case.diagnosis},
+            "extra_info": {
+                "split": split,
+                "index": i,
+                "question": user,
+                "tools_kwargs": {
+                    "request_exam": {"create_kwargs": {"case_json": json.dumps(record)}}
                 },
-            }
+            },
+        }

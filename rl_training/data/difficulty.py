@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from planner.chat import ChatError, ChatMessage, ChatModel
+from retrieval.errors import InputError
 from rl_training.data.filters import Record, StepReport
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def from_pass_rate(
     ('basic', 'intermediate', 'advanced')
     """
     if not 0 <= pass_rate <= 1:
-        raise ValueError(f"pass rate must be within [0, 1], got {pass_rate}")
+        raise InputError(f"pass rate must be within [0, 1], got {pass_rate}")
     if pass_rate >= basic_at:
         return "basic"
     return "advanced" if pass_rate < advanced_below else "intermediate"

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from retrieval.errors import InputError
+
 Task = Literal["medcalc", "mcq", "pubmedqa", "cmexam", "cmmlu", "diagnosis"]
 
 BOX = "Put your final answer in \\boxed{}."
@@ -140,7 +142,7 @@ def cmmlu_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
     path = Path(path)
     files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
     if not files:
-        raise ValueError(f"{path} holds no CMMLU .csv files")
+        raise InputError(f"{path} holds no CMMLU .csv files")
     i = 0
     for f in files:
         with open(f, encoding="utf-8-sig") as fh:
@@ -149,12 +151,12 @@ def cmmlu_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                     opts = {k: r[k] for k in "ABCD"}
                     question, answer = r["Question"], r["Answer"].strip()
                 except KeyError as exc:
-                    raise ValueError(
+                    raise InputError(
                         f"{f}:{line}: missing column {exc}; CMMLU files have the header "
                         ",Question,A,B,C,D,Answer"
                     ) from None
                 if answer not in opts:
-                    raise ValueError(f"{f}:{line}: answer {answer!r} is not one of A-D")
+                    raise InputError(f"{f}:{line}: answer {answer!r} is not one of A-D")
                 prompt = f"{question}\n\n{_options(opts)}\n\n请给出选项字母。{BOX}"
                 yield _row(
                     "cmmlu", prompt, answer, i, split, category=f.stem, line=line, question=question
@@ -197,9 +199,9 @@ def export(task: Task, source: Path, out: Path, split: str = "train", agent: boo
 
     converters: dict[str, Any] = {**CONVERTERS, "diagnosis": diagnosis_rows}
     if task not in converters:
-        raise ValueError(f"unknown task {task!r}: choose one of {sorted(converters)}")
+        raise InputError(f"unknown task {task!r}: choose one of {sorted(converters)}")
     if not Path(source).exists() or (Path(source).is_dir() and task != "cmmlu"):
-        raise ValueError(f"input file {source} does not exist")
+        raise InputError(f"input file {source} does not exist")
     rows = list(converters[task](Path(source), split))
     if agent and task != "diagnosis":
         rows = list(search_rows(rows))
@@ -219,5 +221,5 @@ def export(task: Task, source: Path, out: Path, split: str = "train", agent: boo
             for r in rows:
                 fh.write(json.dumps(sft_record(r), ensure_ascii=False) + "\n")
     else:
-        raise ValueError(f"{out}: write .parquet (verl RL) or .jsonl (SFT)")
+        raise InputError(f"{out}: write .parquet (verl RL) or .jsonl (SFT)")
     return len(rows)

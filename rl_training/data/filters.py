@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from retrieval.errors import ConfigError
+
 Record = Mapping[str, Any]
 ScoreFn = Callable[..., Any]
 RecordScorer = Callable[[Sequence[Record]], Sequence[float]]
@@ -228,16 +230,16 @@ def reward_model_filter(
     ([2, 3], 'reward-model(top 0.5): kept 2; dropped below the top fraction 2')
     """
     if (threshold is None) == (top_fraction is None):
-        raise ValueError("give exactly one of threshold and top_fraction")
+        raise ConfigError("give exactly one of threshold and top_fraction")
     if top_fraction is not None and not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+        raise ConfigError(f"top_fraction must be in (0, 1], got {top_fraction}")
     rule = f"threshold {threshold}" if threshold is not None else f"top {top_fraction}"
     rep = StepReport(f"reward-model({rule})")
     items = list(records)
     judged = [i for i, r in enumerate(items) if not (unverifiable_only and verifiable(r))]
     scores = list(scorer([items[i] for i in judged])) if judged else []
     if len(scores) != len(judged):
-        raise ValueError(f"the scorer returned {len(scores)} scores for {len(judged)} records")
+        raise ConfigError(f"the scorer returned {len(scores)} scores for {len(judged)} records")
     keep = set(range(len(items))) - set(judged)
     rep.passed = len(keep)
     if threshold is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner.planner import detect_language
+from retrieval.errors import ConfigError
 from rl_training.data.difficulty import question_of
 from rl_training.data.filters import Record
 
@@ -49,11 +50,11 @@ class MixConfig:
             ("language_shares", self.language_shares or {"": 1.0}),
         ):
             if any(v < 0 for v in shares.values()) or not math.isclose(sum(shares.values()), 1):
-                raise ValueError(f"{name} must be non-negative and sum to 1, got {shares}")
+                raise ConfigError(f"{name} must be non-negative and sum to 1, got {shares}")
         if any(w <= 0 for w in self.difficulty_weights.values()):
-            raise ValueError(f"difficulty_weights must be positive, got {self.difficulty_weights}")
+            raise ConfigError(f"difficulty_weights must be positive, got {self.difficulty_weights}")
         if self.total < 0:
-            raise ValueError(f"total must be >= 0, got {self.total}")
+            raise ConfigError(f"total must be >= 0, got {self.total}")
 
 
 def category_of(record: Record) -> str:

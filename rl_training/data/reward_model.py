@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from retrieval.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +22,7 @@ def conversation_text(record: Mapping[str, Any], tokenizer: Any) -> str:
         for m in record.get("messages", [])
     ]
     if not messages:
-        raise ValueError("record has no messages to score")
+        raise InputError("record has no messages to score")
     if getattr(tokenizer, "chat_template", None):
         return str(tokenizer.apply_chat_template(messages, tokenize=False))
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
@@ -36,7 +38,7 @@ class HFRewardModel:
     ) -> None:
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise ValueError(
+            raise InputError(
                 f"reward model {path} is not a Hugging Face checkpoint (no config.json): give "
                 "the folder of a sequence-classification model"
             )
@@ -48,7 +50,7 @@ class HFRewardModel:
         self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device)
         self.model.eval()
         if self.model.config.num_labels != 1:
-            raise ValueError(
+            raise InputError(
                 f"reward model {path} has {self.model.config.num_labels} outputs; a reward "
                 "model has exactly one (num_labels=1)"
             )

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from retrieval.errors import ServiceError
+
 
 @dataclass(frozen=True)
 class Doc:
@@ -65,7 +67,7 @@ class HTTPBackend:
             f"{self.url}/retrieve", json={"queries": [query], "topk": k, "return_scores": False}
         )
         if resp.status_code != 200:
-            raise RuntimeError(
+            raise ServiceError(
                 f"search service {self.url} answered {resp.status_code}: {resp.text[:200]}"
             )
         docs = resp.json()["result"][0]

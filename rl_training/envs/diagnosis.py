@@ -11,13 +11,14 @@ one is configured, else normalized exact match. The number of requests is record
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.errors import InputError, StateError
+from retrieval.jsonl import iter_jsonl
 from rl_training.envs.base import DocSearch, StepResult, Trajectory, format_docs
 from rl_training.rewards.extract import last_boxed
 
@@ -180,14 +181,11 @@ class Case:
 def load_cases(path: Path) -> list[Case]:
     """The cases of a JSONL file (AgentClinic's OSCE layout); a bad line names its number."""
     cases = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                cases.append(Case.from_record(json.loads(line)))
-            except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-                raise ValueError(f"{path}:{n}: not a case record ({exc})") from None
+    for n, record in iter_jsonl(path):
+        try:
+            cases.append(Case.from_record(record))
+        except (AttributeError, TypeError) as exc:
+            raise InputError(f"{path}:{n}: not a case record ({exc})") from None
     return cases
 
 
@@ -255,7 +253,7 @@ class DiagnosisEnv:
 
     def step(self, action: str) -> StepResult:
         if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+            raise StateError("the episode is over: call reset()")
         self.turns += 1
         self.trajectory.add(action, by_model=True)
         diagnosis = last_boxed(action)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from retrieval.errors import StateError
 from rl_training.envs.base import DocSearch, StepResult, Trajectory, format_docs
 from rl_training.rewards.search_format import answer_of, search_format_reward
 
@@ -84,7 +85,7 @@ class SearchEnv:
     def step(self, action: str) -> StepResult:
         """Apply the model's next action (text up to and including its closing tag)."""
         if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+            raise StateError("the episode is over: call reset()")
         self.turns += 1
         # Only what comes before the first closing tag counts; the rest is discarded, as
         # Search-R1 stops generation at </search> or </answer>.

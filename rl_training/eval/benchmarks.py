@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from retrieval.errors import InputError
 from rl_training.data import export
 
 Benchmark = Literal["medqa", "medmcqa", "mmlu", "pubmedqa", "medcalc", "cmmlu", "cmexam"]
@@ -43,10 +44,10 @@ def default_input(benchmark: str) -> Path:
 def load(benchmark: str, path: Path | None = None) -> list[dict[str, Any]]:
     """All rows of a benchmark; each gets an ``id`` (``benchmark:index``)."""
     if benchmark not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
+        raise InputError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
     path = Path(path) if path else default_input(benchmark)
     if not path.exists():
-        raise ValueError(
+        raise InputError(
             f"{benchmark} data not found at {path}: pass --input FILE (the file layout is in "
             "../shared/data/README.md) or set EVIDEX_SHARED_DATA"
         )
@@ -70,5 +71,5 @@ def load(benchmark: str, path: Path | None = None) -> list[dict[str, Any]]:
         r["id"] = f"{benchmark}:{i}"
         out.append(r)
     if not out:
-        raise ValueError(f"{path} holds no {benchmark} items")
+        raise InputError(f"{path} holds no {benchmark} items")
     return out

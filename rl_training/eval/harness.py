@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
+from retrieval.errors import ConfigError
+from retrieval.jsonl import read_jsonl, write_jsonl
 from rl_training.rewards import compute_score
 
 log = logging.getLogger(__name__)
@@ -111,15 +113,9 @@ def _messages(row: dict[str, Any], passages: Sequence[Any], max_chars: int) -> l
 def _done(path: Path) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     if path.is_file():
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                try:
-                    rec = json.loads(line)
-                    done[rec["id"]] = rec
-                except (json.JSONDecodeError, KeyError):
-                    log.warning(
-                        "%s:%d: unreadable result line skipped (re-run re-scores it)", path, n
-                    )
+        for rec in read_jsonl(path, on_bad="skip"):  # a killed run's cut last line
+            if "id" in rec:
+                done[rec["id"]] = rec
     return done
 
 
@@ -133,7 +129,7 @@ def run(
 ) -> Summary:
     """Evaluate ``chat`` on ``rows`` (see the module doc); returns and writes the summary."""
     if cfg.rag and searcher is None:
-        raise ValueError("rag needs a searcher over an evidex index")
+        raise ConfigError("rag needs a searcher over an evidex index")
     rows = list(rows[: cfg.limit] if cfg.limit else rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = results_path(out_dir, cfg)
@@ -166,8 +162,8 @@ def run(
             "completion_tokens": res.completion_tokens,
             "seconds": round(res.seconds, 3),
         }
-        with lock, open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        with lock:
+            write_jsonl(path, [rec], append=True)
             done[row["id"]] = rec
         if progress:
             progress(1)
@@ -252,3 +248,58 @@ def bar_chart(summaries: Sequence[Summary], png: Path) -> Path:
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What :func:`evaluate_benchmark` did: this run's summary, every run's summary in the
+    results folder (for the table and the chart), the chart and this run's results file."""
+
+    summary: Summary
+    all_runs: list[Summary]
+    chart: Path
+    results: Path
+
+
+def evaluate_benchmark(
+    cfg: EvalConfig,
+    out_dir: Path,
+    *,
+    model_name: str = "default",
+    source: Path | None = None,
+    settings: Any = None,
+) -> BenchmarkRun:
+    """``evidex eval qa``: load the benchmark (``source``, else its file in ../shared/data)
+    and the model, open the index for RAG (``settings``), run with a progress bar, and draw
+    the chart of every run in ``out_dir``. Re-running resumes (see :func:`run`)."""
+    from tqdm import tqdm
+
+    from rl_training.eval import benchmarks
+    from rl_training.eval.models import load_model
+
+    rows = benchmarks.load(cfg.benchmark, source)
+    chat = load_model(cfg.model, name=model_name, max_tokens=cfg.max_tokens)
+    searcher = None
+    try:
+        if cfg.rag:
+            from retrieval.search import Searcher
+            from retrieval.settings import load_settings
+
+            searcher = Searcher(settings or load_settings())
+            if searcher.index.store.count() == 0:
+                raise ConfigError(
+                    f"--rag: the index at {searcher.index.where} is empty: ingest a corpus "
+                    "first (evidex ingest beir|pubmed|guidelines PATH)"
+                )
+        n = min(len(rows), cfg.limit or len(rows))
+        with tqdm(total=n, desc=f"eval {cfg.benchmark}", disable=None) as bar:
+            summary = run(rows, chat, cfg, out_dir, searcher, progress=bar.update)
+    finally:
+        if searcher is not None:
+            searcher.close()
+        close = getattr(chat, "close", None)
+        if callable(close):
+            close()
+    all_runs = load_summaries(out_dir)
+    png = bar_chart(all_runs, out_dir / "accuracy.png")
+    return BenchmarkRun(summary, all_runs, png, results_path(out_dir, cfg))

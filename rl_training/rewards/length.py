@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from retrieval.errors import ConfigError
+
 
 def cosine_length_penalty(
     num_tokens: int, threshold: int = 8192, max_length: int = 16384, max_penalty: float = 0.5
@@ -27,7 +29,7 @@ def cosine_length_penalty(
     (0.5, 0.5)
     """
     if max_length <= threshold:
-        raise ValueError(f"max_length {max_length} must exceed threshold {threshold}")
+        raise ConfigError(f"max_length {max_length} must exceed threshold {threshold}")
     t = min(1.0, max(0.0, (num_tokens - threshold) / (max_length - threshold)))
     return max_penalty * (1 - math.cos(math.pi * t)) / 2
 
@@ -44,9 +46,11 @@ class LengthPenaltyConfig:
 
     def __post_init__(self) -> None:
         if self.max_length <= self.threshold:
-            raise ValueError(f"max_length {self.max_length} must exceed threshold {self.threshold}")
+            raise ConfigError(
+                f"max_length {self.max_length} must exceed threshold {self.threshold}"
+            )
         if self.max_penalty < 0:
-            raise ValueError(f"max_penalty must be >= 0, got {self.max_penalty}")
+            raise ConfigError(f"max_penalty must be >= 0, got {self.max_penalty}")
 
     def apply(self, score: float, num_tokens: int) -> tuple[float, float]:
         """(reward, penalty) for a task score and a response length in tokens.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from retrieval.errors import InputError
 from rl_training.rewards.extract import choice_letters, final_answer, micro_f1, yes_no_maybe
 from rl_training.rewards.medcalc import medcalc_correct
 
@@ -60,7 +61,7 @@ def compute_score(
 
         ok = normalize_diagnosis(answer) == normalize_diagnosis(str(ground_truth))
         return {"score": float(ok), "acc": ok, "pred": answer}
-    raise ValueError(
+    raise InputError(
         f"unknown data_source {data_source!r}: expected one of "
         f"{sorted(MCQ | {'pubmedqa', 'medcalc', 'diagnosis'})}"
     )

@@ -23,6 +23,7 @@ from typing import Any
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
+from retrieval.errors import ConfigError
 from rl_training.rewards.length import LengthPenaltyConfig
 from rl_training.rewards.scoring import compute_score as evidex_compute_score
 
@@ -46,7 +47,7 @@ class LengthPenaltyRewardManager(RewardManagerBase):
         kwargs = dict((config.reward.get("reward_kwargs") or {}).get("length_penalty") or {})
         unknown = set(kwargs) - set(LengthPenaltyConfig.__dataclass_fields__)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown reward_kwargs.length_penalty settings {sorted(unknown)}: use "
                 f"{sorted(LengthPenaltyConfig.__dataclass_fields__)}"
             )

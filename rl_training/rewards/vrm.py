@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.chat import ChatError, ChatMessage, ChatModel
+from retrieval.errors import InputError
 from rl_training.rewards.extract import last_boxed, strip_reasoning
 
 log = logging.getLogger(__name__)
@@ -269,15 +270,15 @@ def item_of(record: Mapping[str, Any]) -> VRMItem:
     msgs = [(str(m.get("role")), str(m.get("content") or "")) for m in record.get("messages", [])]
     reference = (record.get("reward_model") or {}).get("ground_truth")
     if not reference:
-        raise ValueError(
+        raise InputError(
             "record has no reward_model.ground_truth (the excellent answer) to judge against"
         )
     last_a = max((i for i, (role, _) in enumerate(msgs) if role == "assistant"), default=None)
     if last_a is None:
-        raise ValueError("record has no assistant turn to judge")
+        raise InputError("record has no assistant turn to judge")
     last_u = max((i for i, (role, _) in enumerate(msgs[:last_a]) if role == "user"), default=None)
     if last_u is None:
-        raise ValueError("record has no user question before the assistant turn")
+        raise InputError("record has no user question before the assistant turn")
     history = tuple(m for m in msgs[:last_u] if m[0] != "system")
     return VRMItem(msgs[last_u][1], str(reference), msgs[last_a][1], history)
 
@@ -301,7 +302,7 @@ def judge_for(
             else (f"http://{reward_router_address}/v1")
         )
     if not base_url:
-        raise ValueError(
+        raise InputError(
             "no judge for the verifier reward: set reward_kwargs.base_url (an OpenAI-compatible "
             "endpoint such as vLLM's) or run verl with a reward model router"
         )

@@ -14,8 +14,11 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from retrieval.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,69 @@ TOKENIZER_FILES = (
 )
 
 
-class MergeError(ValueError):
+class MergeError(InputError):
     """The checkpoints cannot be merged; the message says what differs and where."""
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What :func:`merge` wrote (also saved as ``merge.json`` in the merged folder)."""
+
+    tensors: int
+    """Tensors merged."""
+    shards: int
+    """Safetensors files written."""
+    bytes: int
+    """Bytes of tensor data written."""
+    vocab_sizes: list[int | None]
+    """Each input's vocabulary size (the first model's is kept)."""
+    tokenizer_from: str
+    """The checkpoint whose tokenizer files were copied."""
+    copied: list[str]
+    """The tokenizer and generation files copied."""
+    weights: list[float]
+    """The weight of each input, in order."""
+    models: list[str] = field(default_factory=list)
+    """The input checkpoints, in order."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_models_and_weights(
+    args: Sequence[str], weights: str | None = None
+) -> tuple[list[Path], list[float]]:
+    """Checkpoint folders and weights from the command line's words: ``--weights 0.5 0.5``
+    hands the second number over as a positional argument, and ``--weights 0.5,0.5`` works
+    too; without weights every model weighs the same.
+
+    >>> split_models_and_weights(["/no/a", "/no/b", "0.7"], "0.3")
+    ([PosixPath('/no/a'), PosixPath('/no/b')], [0.3, 0.7])
+    >>> split_models_and_weights(["/no/a", "/no/b"])
+    ([PosixPath('/no/a'), PosixPath('/no/b')], [0.5, 0.5])
+    >>> split_models_and_weights(["/no/a", "/no/b"], "half")
+    Traceback (most recent call last):
+    ...
+    rl_training.train.merge.MergeError: --weights: 'half' is not a number
+    """
+
+    def is_number(x: str) -> bool:
+        try:
+            float(x)
+        except ValueError:
+            return False
+        return not Path(x).exists()
+
+    paths = [Path(m) for m in args if not is_number(m)]
+    ws = []
+    for x in [*(weights or "").replace(",", " ").split(), *(m for m in args if is_number(m))]:
+        try:
+            ws.append(float(x))
+        except ValueError:
+            raise MergeError(f"--weights: {x!r} is not a number") from None
+    if not ws and paths:
+        ws = [1 / len(paths)] * len(paths)
+    return paths, ws
 
 
 def _config(path: Path) -> dict[str, Any]:
@@ -139,8 +203,8 @@ def merge(
     out: Path,
     max_shard_bytes: int = 5 * 1024**3,
     progress: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
-    """Merge ``paths`` with ``weights`` into ``out``; returns a small report."""
+) -> MergeReport:
+    """Merge ``paths`` with ``weights`` into ``out``; returns what was written."""
     from safetensors.torch import save_file
 
     paths = [Path(p) for p in paths]
@@ -217,16 +281,24 @@ def merge(
             shutil.copy2(paths[0] / f, out / f)
             copied.append(f)
     vocab = [c.get("vocab_size") for c in configs]
-    report = {
-        "tensors": len(names),
-        "shards": len(shard_files),
-        "bytes": total_bytes,
-        "vocab_sizes": vocab,
-        "tokenizer_from": str(paths[0]),
-        "copied": copied,
-        "weights": list(weights),
-    }
-    (out / "merge.json").write_text(
-        json.dumps({**report, "models": [str(p) for p in paths]}, indent=2) + "\n"
+    report = MergeReport(
+        tensors=len(names),
+        shards=len(shard_files),
+        bytes=total_bytes,
+        vocab_sizes=vocab,
+        tokenizer_from=str(paths[0]),
+        copied=copied,
+        weights=list(weights),
+        models=[str(p) for p in paths],
     )
+    (out / "merge.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return report
+
+
+def merge_with_progress(paths: Sequence[Path], weights: Sequence[float], out: Path) -> MergeReport:
+    """:func:`merge` with a tqdm progress bar over the tensors."""
+    from tqdm import tqdm
+
+    n = len(weight_map(Path(paths[0]))) if paths else 0
+    with tqdm(total=n, desc="merge", unit="tensor", disable=None) as bar:
+        return merge(paths, weights, out, progress=bar.update)

@@ -4,9 +4,12 @@ writes (verl's file logger: ``{"step": n, "data": {...}}`` per line; or flat
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from retrieval.errors import InputError
+from retrieval.jsonl import iter_jsonl, write_jsonl
 
 PANELS: dict[str, Sequence[str]] = {
     "reward": (
@@ -28,20 +31,16 @@ PANELS: dict[str, Sequence[str]] = {
 def read_metrics(path: Path) -> list[tuple[int, dict[str, float]]]:
     """(step, metrics) pairs; unreadable lines are named in the error."""
     out: list[tuple[int, dict[str, float]]] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                data = rec.get("data", rec)
-                step = int(rec.get("step", data.get("step", len(out))))
-            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-                raise ValueError(f"{path}:{n}: not a metrics line") from None
-            values = {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
-            out.append((step, values))
+    for n, rec in iter_jsonl(path):
+        try:
+            data = rec.get("data", rec)
+            step = int(rec.get("step", data.get("step", len(out))))
+        except (AttributeError, TypeError, ValueError):
+            raise InputError(f"{path}:{n}: not a metrics line") from None
+        values = {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+        out.append((step, values))
     if not out:
-        raise ValueError(f"{path} holds no metrics yet")
+        raise InputError(f"{path} holds no metrics yet")
     return out
 
 
@@ -72,3 +71,24 @@ def plot(path: Path, png: Path) -> dict[str, str | None]:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return used
+
+
+def write_run(trainer: Any, out: Path, episodes: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Write a finished TRL run into ``out``: its metrics (``metrics.jsonl``), its curves
+    (``curves.png``), its episodes (environment runs, ``episodes.jsonl``) and the model."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "metrics.jsonl", trainer.state.log_history)
+    if episodes:
+        write_jsonl(out / "episodes.jsonl", episodes, default=str)
+    trainer.save_model(str(out / "model"))
+    plot(out / "metrics.jsonl", out / "curves.png")
+
+
+def plot_run(run: Path, png: Path | None = None) -> tuple[Path, dict[str, str | None]]:
+    """Draw the curves of a run folder (or its metrics file) into ``png`` (default
+    ``RUN/curves.png``); returns the PNG and, per panel, the metric it drew."""
+    metrics = run / "metrics.jsonl" if run.is_dir() else run
+    png = png or metrics.parent / "curves.png"
+    if not metrics.is_file():
+        raise InputError(f"no metrics at {metrics}: the run has not logged a step yet")
+    return png, plot(metrics, png)

@@ -21,12 +21,13 @@ methods are tools, so the environments keep everything else private.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from retrieval.errors import InputError, StateError
+from rl_training.data.rows import RLRow, json_field
 from rl_training.envs.base import DocSearch, format_docs
 from rl_training.envs.diagnosis import Case, Judge, score_diagnosis
 from rl_training.envs.search import TaskScorer, rule_score
@@ -50,11 +51,6 @@ class ToolEnvConfig:
     """Tool calls per episode; later calls are told to answer now."""
     format_weight: float = 0.2
     """Weight of the tool-call format reward added to the task reward (search QA)."""
-
-
-def json_field(value: Any) -> Any:
-    """A row field that a dataset stored as JSON text, decoded."""
-    return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
 
 
 def final_text(messages: Messages) -> str:
@@ -138,7 +134,7 @@ class SearchToolEnv(_SearchTool):
         """Start an episode on a dataset row (its prompt already holds the question)."""
         rm = json_field(row.get("reward_model")) or {}
         if "ground_truth" not in rm or not row.get("data_source"):
-            raise ValueError(
+            raise InputError(
                 "a search row needs data_source and reward_model.ground_truth "
                 "(rows from evidex train export)"
             )
@@ -191,15 +187,8 @@ class DiagnosisToolEnv(_Episode):
     def reset(self, **row: Any) -> None:
         """Start a consultation on a row of ``evidex train export diagnosis --agent``."""
         info = json_field(row.get("extra_info")) or {}
-        try:
-            create = info["tools_kwargs"]["request_exam"]["create_kwargs"]
-            record = create.get("case") or json.loads(create["case_json"])
-        except (KeyError, TypeError, json.JSONDecodeError):
-            raise ValueError(
-                "a diagnosis row needs extra_info.tools_kwargs.request_exam.create_kwargs."
-                "case_json (rows from evidex train export diagnosis)"
-            ) from None
-        self._case = Case.from_record(record)
+        record = RLRow(row.get("data_source") or "diagnosis", (), None, extra_info=info)
+        self._case = Case.from_record(record.case_record())
         self._calls = []
 
     def request_exam(self, name: str) -> str:
@@ -212,7 +201,7 @@ class DiagnosisToolEnv(_Episode):
             Its findings, or a note that it is not available.
         """
         if self._case is None:
-            raise RuntimeError("reset() was not called")
+            raise StateError("reset() was not called")
         stop = self._over_budget("request_exam", str(name).strip())
         if stop:
             return stop
@@ -221,7 +210,7 @@ class DiagnosisToolEnv(_Episode):
 
     def _score(self, messages: Messages) -> tuple[float, dict[str, Any]]:
         if self._case is None:
-            raise RuntimeError("reset() was not called")
+            raise StateError("reset() was not called")
         diagnosis = last_boxed(strip_reasoning(final_text(messages)))
         score = score_diagnosis(self._case, diagnosis, self._judge)
         requested = [n for tool, n in self._calls if tool == "request_exam"]
@@ -260,7 +249,7 @@ class ToolEpisodeReward:
         **_: Any,
     ) -> list[float | None]:
         if environments is None:
-            raise ValueError("no environments: use this reward with environment_factory")
+            raise InputError("no environments: use this reward with environment_factory")
         rewards: list[float | None] = []
         scored = []
         for completion, env in zip(completions, environments, strict=True):

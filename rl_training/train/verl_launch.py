@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from retrieval.errors import ConfigError, InputError
+from retrieval.jsonl import iter_jsonl
+
 Stage = Literal["s1", "s2", "s3", "s4"]
 
 LENGTH_PENALTY = [
@@ -146,17 +149,17 @@ def plan(
     from omegaconf import OmegaConf
 
     if stage not in ("s1", "s2", "s3", "s4"):
-        raise ValueError(f"unknown stage {stage!r}: s1 (SFT), s2, s3 or s4 (GRPO)")
+        raise ConfigError(f"unknown stage {stage!r}: s1 (SFT), s2, s3 or s4 (GRPO)")
     for f in [*train_files, *val_files]:
         if not Path(f).is_file():
-            raise ValueError(f"data file {f} does not exist (write it with evidex train export)")
+            raise ConfigError(f"data file {f} does not exist (write it with evidex train export)")
     out_dir = out_dir.resolve()
     notes: list[str] = []
     if stage == "s1":  # verl's SFT trainer reads parquet with a messages column
         train_files = [_sft_parquet(Path(f), out_dir, notes) for f in train_files]
         val_files = [_sft_parquet(Path(f), out_dir, notes) for f in val_files]
     elif any(Path(f).suffix != ".parquet" for f in train_files):
-        raise ValueError("GRPO stages read verl's RL parquet: evidex train export --out X.parquet")
+        raise ConfigError("GRPO stages read verl's RL parquet: evidex train export --out X.parquet")
     files = "[" + ",".join(str(Path(f).resolve()) for f in train_files) + "]"
     vals = "[" + ",".join(str(Path(f).resolve()) for f in (val_files or train_files)) + "]"
     if stage == "s1":
@@ -190,14 +193,14 @@ def plan(
         ]
         if stage == "s3":
             if not judge_url:
-                raise ValueError(
+                raise ConfigError(
                     "stage s3 scores with the verifier reward model: give --judge-url (an "
                     "OpenAI-compatible endpoint serving the judge, e.g. vllm serve)"
                 )
             overrides.append(f"+reward.custom_reward_function.reward_kwargs.base_url={judge_url}")
         if stage == "s4":
             if not search_url:
-                raise ValueError(
+                raise ConfigError(
                     "stage s4 searches evidex: give --search-url (evidex serve-search on a host "
                     "the rollout workers reach)"
                 )
@@ -224,21 +227,17 @@ def _sft_parquet(path: Path, out_dir: Path, notes: list[str]) -> Path:
     """SFT chat records (JSONL from evidex train export / curate) as a messages parquet."""
     if path.suffix == ".parquet":
         return path
-    import json
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                msgs = json.loads(line)["messages"]
-            except (json.JSONDecodeError, KeyError):
-                raise ValueError(f"{path}:{n}: not a chat record with messages") from None
-            rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]})
+    for n, rec in iter_jsonl(path):
+        if not isinstance(rec.get("messages"), list):
+            raise InputError(f"{path}:{n}: not a chat record with messages")
+        rows.append(
+            {"messages": [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]}
+        )
     out = out_dir / f"{path.stem}.sft.parquet"
     out_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out)
@@ -253,7 +252,7 @@ def _validate_sft(cfg: Any) -> None:
         omega_conf_to_dataclass(cfg.optim)
         omega_conf_to_dataclass(cfg.checkpoint)
     except (AssertionError, ValueError, TypeError) as exc:
-        raise ValueError(f"verl rejects this SFT configuration: {exc}") from None
+        raise ConfigError(f"verl rejects this SFT configuration: {exc}") from None
 
 
 def _validate_ppo(cfg: Any) -> None:
@@ -265,7 +264,7 @@ def _validate_ppo(cfg: Any) -> None:
             cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
         )
     except (AssertionError, ValueError) as exc:
-        raise ValueError(f"verl rejects this configuration: {exc}") from None
+        raise ConfigError(f"verl rejects this configuration: {exc}") from None
 
 
 def write(run: Run) -> Path:

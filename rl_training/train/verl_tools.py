@@ -20,6 +20,7 @@ from uuid import uuid4
 from verl.tools.base_tool import BaseTool
 from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
+from retrieval.errors import ConfigError
 from rl_training.envs.base import HTTPBackend, format_docs
 from rl_training.envs.diagnosis import Case
 
@@ -59,7 +60,7 @@ class EvidexSearchTool(BaseTool):
         )
         url = config.get("retrieval_url")
         if not url:
-            raise ValueError("the search tool needs config.retrieval_url (evidex serve-search)")
+            raise ConfigError("the search tool needs config.retrieval_url (evidex serve-search)")
         self.backend = HTTPBackend(str(url), timeout_s=float(config.get("timeout_s", 30)))
         self.topk = int(config.get("topk", 3))
         self.max_chars = int(config.get("max_passage_chars", 600))
@@ -101,7 +102,7 @@ class ExamRequestTool(BaseTool):
         if record is None and create.get("case_json"):
             record = json.loads(create["case_json"])
         if record is None:
-            raise ValueError(
+            raise ConfigError(
                 "request_exam needs tools_kwargs.request_exam.create_kwargs.case_json (the case)"
             )
         self._cases[instance_id] = Case.from_record(record)
@@ -141,7 +142,7 @@ def tool_config(
             }
         )
     if not tools:
-        raise ValueError("no tools: give a retrieval URL and/or exams=True")
+        raise ConfigError("no tools: give a retrieval URL and/or exams=True")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump({"tools": tools}, sort_keys=False))
     return out

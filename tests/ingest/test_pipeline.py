@@ -56,7 +56,7 @@ def test_rerun_adds_nothing_and_changes_replace(tmp_path: Path, tiny_model_dir: 
     assert new and not (new & old)
     assert idx.store.point_ids() == (ids - old) | new
     stats = idx.stats()
-    assert stats["documents"] == 40 and stats["sources"]["beir"]["documents"] == 40
+    assert stats.documents == 40 and stats.sources["beir"].documents == 40
     idx.close()
 
 
@@ -82,7 +82,7 @@ def test_baseline_file_with_deletion(tmp_path: Path, tiny_model_dir: Path) -> No
     report = run_ingest(records("pubmed", [base]), idx, progress=False)
     assert report.documents == 604 and report.deleted == 1 and report.skipped == 0
     assert "pmid:26432306" not in idx.store.doc_states(["pmid:26432306"])
-    assert idx.stats()["documents"] == 604
+    assert idx.stats().documents == 604
     idx.close()
 
 

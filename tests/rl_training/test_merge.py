@@ -43,11 +43,11 @@ def test_merge_is_the_exact_weighted_average(tmp_path: Path, tiny_lm: Path) -> N
     out = tmp_path / "merged"
     rep = merge([a, b], [0.3, 0.7], out, max_shard_bytes=30_000)
     ta, tb, tm = _tensors(a), _tensors(b), _tensors(out)
-    assert set(tm) == set(ta) and rep["shards"] > 1
+    assert set(tm) == set(ta) and rep.shards > 1
     for name in ta:
         expected = (0.3 * ta[name].float() + 0.7 * tb[name].float()).to(ta[name].dtype)
         assert torch.equal(tm[name], expected), name
-    assert "tokenizer.json" in rep["copied"] and (out / "tokenizer.json").is_file()
+    assert "tokenizer.json" in rep.copied and (out / "tokenizer.json").is_file()
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(out))  # a loadable checkpoint

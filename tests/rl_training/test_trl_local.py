@@ -93,7 +93,8 @@ def test_single_turn_stages_on_trl(tiny_lm: Path, tmp_path: Path) -> None:
     import json
 
     from rl_training.data.export import export
-    from rl_training.train.trl_local import read_rows, run_stage
+    from rl_training.train.trl_config import LocalGRPOConfig
+    from rl_training.train.trl_stages import read_rows, run_stage
     from tests.conftest import shared_path
 
     rl = tmp_path / "rl.jsonl"
@@ -107,13 +108,15 @@ def test_single_turn_stages_on_trl(tiny_lm: Path, tmp_path: Path) -> None:
         short.append(json.dumps(rec))
     rl.write_text("\n".join(short) + "\n", encoding="utf-8")
     data = read_rows([rl])
-    grpo = run_stage("s2", tiny_lm, data, tmp_path / "s2", max_steps=1, num_generations=2,
-                     max_completion_tokens=16, learning_rate=1e-3, use_cpu=True)  # fmt: skip
+    grpo = run_stage("s2", tiny_lm, data, LocalGRPOConfig(
+        tmp_path / "s2", max_steps=1, num_generations=2, max_completion_tokens=16,
+        learning_rate=1e-3, use_cpu=True))  # fmt: skip
     logged = [h for h in grpo.state.log_history if "reward" in h]
     assert logged and "rewards/evidex_length_penalized/mean" in logged[0]
     assert (tmp_path / "s2" / "curves.png").is_file() and (tmp_path / "s2" / "model").is_dir()
-    sft = run_stage("s1", tiny_lm, data, tmp_path / "s1", max_steps=2, max_completion_tokens=128,
-                    learning_rate=1e-3, use_cpu=True)  # fmt: skip
+    sft = run_stage("s1", tiny_lm, data, LocalGRPOConfig(
+        tmp_path / "s1", max_steps=2, max_completion_tokens=128, learning_rate=1e-3,
+        use_cpu=True))  # fmt: skip
     assert any("loss" in h for h in sft.state.log_history)
     example = sft.train_dataset[0]  # the loss covers the response only
     learned = [t for t in example["labels"] if t != -100]
@@ -147,7 +150,8 @@ def test_diagnostic_environment_through_the_trl_loop(tiny_lm: Path, tmp_path: Pa
     import json
 
     from rl_training.data.export import export
-    from rl_training.train.trl_local import read_rows, run_stage
+    from rl_training.train.trl_config import LocalGRPOConfig
+    from rl_training.train.trl_stages import read_rows, run_stage
     from tests.conftest import shared_path
 
     cases = tmp_path / "cases.jsonl"
@@ -157,9 +161,9 @@ def test_diagnostic_environment_through_the_trl_loop(tiny_lm: Path, tmp_path: Pa
     export("diagnosis", cases, rows)
     data = read_rows([rows])
     assert len(data) == 2
-    trainer = run_stage("s4", tiny_lm, data, tmp_path / "run", max_steps=1, num_generations=2,
-                        max_completion_tokens=160, learning_rate=1e-3, use_cpu=True,
-                        protocol="tags")  # fmt: skip
+    trainer = run_stage("s4", tiny_lm, data, LocalGRPOConfig(
+        tmp_path / "run", max_steps=1, num_generations=2, max_completion_tokens=160,
+        learning_rate=1e-3, use_cpu=True, protocol="tags"))  # fmt: skip
     logged = [h for h in trainer.state.log_history if "reward" in h]
     assert logged and logged[0]["reward"] == 0.0
     assert (tmp_path / "run" / "curves.png").is_file()

@@ -1,0 +1,5 @@
+"""``python -m ui.cli``: the ``evidex`` command line."""
+
+from ui.cli import main
+
+main()

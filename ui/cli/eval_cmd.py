@@ -1,0 +1,106 @@
+"""``evidex eval retrieval`` and ``evidex eval qa``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ui.cli import render
+from ui.cli.app import ConfigOpt, JsonOpt, StoreOpt, command, err, eval_app, load, open_index, out
+
+
+@command(eval_app, "retrieval")
+def eval_retrieval(
+    corpus: Annotated[Path, typer.Option(help="BEIR corpus.jsonl (ingested if needed).")],
+    queries: Annotated[Path, typer.Option(help="BEIR queries.jsonl.")],
+    qrels: Annotated[Path, typer.Option(help="BEIR qrels .tsv (query-id, corpus-id, score).")],
+    extra: Annotated[
+        list[Path] | None,
+        typer.Option(help="More corpora to ingest as distractors (kind detected per path)."),
+    ] = None,
+    baselines: Annotated[
+        bool, typer.Option(help="Also run BM25 only, dense only and hybrid without rerank.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate only the first N queries.")
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recall@10, nDCG@10, MRR@100 and latency of the configured search on a BEIR dataset."""
+    from ingest.pipeline import ingest_paths
+    from retrieval.evaluation import evaluate_index
+
+    settings = load(config, store)
+    if store is None:  # a throw-away store
+        settings.store.path = Path(tempfile.mkdtemp(prefix="evidex-eval-")) / "index"
+    index = open_index(settings, store, create=True)
+    try:
+        for path in [corpus, *(extra or [])]:
+            report = ingest_paths([path], index, desc=f"ingest {path.name}")
+            render.problems(report.problems, 5)
+        results = evaluate_index(index, queries, qrels, baselines=baselines, limit=limit)
+    finally:
+        index.close()
+    render.retrieval_results(results, as_json, f"retrieval on {qrels}")
+
+
+@command(eval_app, "qa")
+def eval_qa(
+    benchmark: Annotated[
+        str,
+        typer.Option(help="medqa, medmcqa, mmlu, pubmedqa, medcalc, cmmlu or cmexam."),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="'embedded' (SmolLM2), an OpenAI-compatible endpoint http://HOST:PORT/v1, a "
+            ".gguf file, or a checkpoint folder (vLLM offline, GPU)."
+        ),
+    ],
+    model_name: Annotated[
+        str, typer.Option(help="Model name sent to an endpoint (vLLM --served-model-name).")
+    ] = "default",
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", help="Benchmark file; default: its file in ../shared/data."),
+    ] = None,
+    rag: Annotated[
+        bool, typer.Option("--rag", help="Put evidex's top passages (the --store index) first.")
+    ] = False,
+    k: Annotated[int, typer.Option(min=1, help="Passages per question with --rag.")] = 5,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 1024,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Results folder (JSONL per run, summaries, chart).")
+    ] = Path("eval-results"),
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy of a model on a medical benchmark, closed-book or with evidex retrieval.
+
+    Re-running the same command resumes: finished items are kept, failed ones retried.
+    """
+    from rl_training.eval.harness import EvalConfig, evaluate_benchmark
+
+    cfg = EvalConfig(benchmark=benchmark, model=model, rag=rag, k=k, concurrency=concurrency,
+                     max_tokens=max_tokens, limit=limit)  # fmt: skip
+    done = evaluate_benchmark(cfg, out_dir, model_name=model_name, source=input,
+                              settings=load(config, store) if rag else None)  # fmt: skip
+    if done.summary.errors:
+        err.print(
+            f"[yellow]{done.summary.errors} item(s) failed at the model and were not scored: "
+            "re-run the same command to retry them[/]"
+        )
+    if as_json:
+        out.print_json(json.dumps({**done.summary.__dict__, "chart": str(done.chart)}))
+        return
+    render.qa_runs(done.all_runs, f"evidex eval qa ({out_dir})")
+    err.print(f"results in {done.results}; chart {done.chart}")

@@ -1,0 +1,106 @@
+"""``evidex ingest pubmed|pmc|guidelines|beir|entrez`` and ``evidex index stats``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ui.cli import render
+from ui.cli.app import (
+    EXIT_SKIPPED,
+    ConfigOpt,
+    JsonOpt,
+    StoreOpt,
+    command,
+    index_app,
+    ingest_app,
+    load,
+    open_index,
+)
+
+PathsArg = Annotated[list[Path], typer.Argument(help="Files or folders.", show_default=False)]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch-docs", min=1, help="Documents per write batch.")
+]
+FILE_KINDS = {
+    "pubmed": "PubMed XML (efetch sets, baseline/update .xml.gz) or MEDLINE text files.",
+    "pmc": "PMC Open Access full text (JATS .nxml).",
+    "guidelines": "Guidelines: USPSTF JSON, MedQuAD (.jsonl[.gz], .xml), HTML, Markdown, PDF.",
+    "beir": "A BEIR corpus.jsonl (or a BEIR dataset folder holding one).",
+}
+
+
+def _finish(report: Any, as_json: bool, where: str) -> None:
+    render.ingest_report(report, as_json, where)
+    if report.skipped:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _file_command(kind: str, help_text: str) -> None:
+    """Register ``evidex ingest <kind> PATHS...`` (the file-based sources share one shape)."""
+
+    def ingest_files(
+        paths: PathsArg,
+        store: StoreOpt = None,
+        config: ConfigOpt = None,
+        as_json: JsonOpt = False,
+        batch_docs: BatchOpt = None,
+    ) -> None:
+        from ingest.pipeline import ingest_paths
+
+        index = open_index(load(config, store), store, create=True)
+        try:
+            report = ingest_paths(paths, index, kind, batch_docs=batch_docs)
+        finally:
+            index.close()
+        _finish(report, as_json, index.where)
+
+    ingest_files.__doc__ = help_text
+    command(ingest_app, kind)(ingest_files)
+
+
+for _kind, _help in FILE_KINDS.items():
+    _file_command(_kind, _help)
+
+
+@command(ingest_app, "entrez")
+def ingest_entrez(
+    query: Annotated[
+        str, typer.Argument(help="PubMed query, e.g. 'hypertension[mh] AND 2020:2024[dp]'.")
+    ],
+    max_records: Annotated[int | None, typer.Option(min=1, help="Most records to fetch.")] = None,
+    email: Annotated[str | None, typer.Option(help="Contact e-mail for NCBI.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="NCBI API key (10 requests/s).")] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live PubMed through E-utilities (resumable: re-run the same command to continue)."""
+    from ingest.pipeline import run_ingest
+    from ingest.sources.entrez import fetch_records
+
+    settings = load(config, store)
+    if email:
+        settings.entrez.email = email
+    if api_key:
+        settings.entrez.api_key = api_key
+    index = open_index(settings, store, create=True)
+    try:
+        recs = fetch_records(query, settings.entrez, settings.data_dir, max_records=max_records)
+        report = run_ingest(recs, index, desc="ingest entrez")
+    finally:
+        index.close()
+    _finish(report, as_json, index.where)
+
+
+@command(index_app, "stats")
+def index_stats(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Documents and chunks per source, and the store's embedding model."""
+    index = open_index(load(config, store), store, create=False)
+    try:
+        stats = index.stats()
+    finally:
+        index.close()
+    render.index_stats(stats, as_json)
