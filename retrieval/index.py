@@ -10,7 +10,6 @@ gives the same points.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval import ranking as ranking_steps
 from retrieval.embedders import (
     Bm25Encoder,
     Embedder,
@@ -27,9 +27,7 @@ from retrieval.embedders import (
     SparseVec,
     load_embedder,
 )
-from retrieval.errors import InputError
 from retrieval.filters import SearchFilters
-from retrieval.ranking import evidence_score, recency_score
 from retrieval.rerankers import Reranker, load_reranker
 from retrieval.settings import Settings
 from retrieval.stores import open_store
@@ -37,7 +35,6 @@ from retrieval.stores.base import (
     Clause,
     Condition,
     Fusion,
-    Hit,
     PointRecord,
     SearchMode,
     StoreError,
@@ -53,104 +50,6 @@ CHUNK_NAMESPACE = uuid.UUID("6f1c8a52-3a5e-4c1e-9a53-2f7d0e9b7c11")
 
 
 _QueryVectors = tuple[list[float] | None, SparseVec | None, SparseVec | None]
-
-
-def _passage(h: Hit, score: float, parts: dict[str, float]) -> ScoredPassage:
-    p = h.payload
-    return ScoredPassage(
-        chunk_id=h.id,
-        doc_id=str(p.get("doc_id", "")),
-        text=str(p.get("text", "")),
-        title=str(p.get("title") or ""),
-        section=str(p.get("section") or ""),
-        source=str(p.get("source", "")),
-        score=score,
-        score_parts=parts,
-        pmid=p.get("pmid"),
-        doi=p.get("doi"),
-        year=p.get("year"),
-        journal=p.get("journal"),
-        url=p.get("url"),
-        evidence_level=str(p.get("evidence_level") or "other"),
-        chunk_index=p.get("chunk_index"),
-    )
-
-
-def mmr_order(
-    scored: list[tuple[float, Hit, dict[str, float]]],
-    vectors: dict[str, list[float]],
-    lam: float,
-) -> list[tuple[float, Hit, dict[str, float]]]:
-    """Greedy maximal-marginal-relevance order: relevance traded against similarity to the
-    passages already chosen (cosine on the stored, normalized dense vectors)."""
-    import numpy as np
-
-    rest = list(scored)
-    top = max(x[0] for x in rest) or 1.0
-    chosen: list[tuple[float, Hit, dict[str, float]]] = []
-    picked: list[np.ndarray] = []
-    while rest:
-        best_i, best_v = 0, -float("inf")
-        for i, (final, h, _) in enumerate(rest):
-            vec = vectors.get(h.id)
-            sim = max((float(np.dot(vec, p)) for p in picked), default=0.0) if vec else 0.0
-            value = lam * final / top - (1 - lam) * sim
-            if value > best_v:
-                best_i, best_v = i, value
-        item = rest.pop(best_i)
-        item[2]["mmr"] = best_v
-        chosen.append(item)
-        vec = vectors.get(item[1].id)
-        if vec:
-            picked.append(np.asarray(vec))
-    return chosen
-
-
-def merge_neighbors(passages: list[ScoredPassage]) -> list[ScoredPassage]:
-    r"""Merge passages that are runs of adjacent chunks of one document into one passage,
-    kept at the rank of its best part.
-
-    >>> from retrieval.types import ScoredPassage as P
-    >>> a = P(chunk_id="a", doc_id="d", text="One.", source="x", score=2.0, chunk_index=0)
-    >>> b = P(chunk_id="b", doc_id="d", text="Two.", source="x", score=1.0, chunk_index=1)
-    >>> [(p.text, p.merged_chunk_ids) for p in merge_neighbors([b, a])]
-    [('One.\nTwo.', ('a', 'b'))]
-    """
-    run_of: dict[str, list[ScoredPassage]] = {}
-    by_doc: dict[str, list[ScoredPassage]] = {}
-    for p in passages:
-        by_doc.setdefault(p.doc_id, []).append(p)
-    for parts in by_doc.values():
-        if any(p.chunk_index is None for p in parts):
-            for p in parts:
-                run_of[p.chunk_id] = [p]
-            continue
-        run: list[ScoredPassage] = []
-        for p in sorted(parts, key=lambda x: x.chunk_index or 0):
-            if run and (p.chunk_index or 0) != (run[-1].chunk_index or 0) + 1:
-                run = []
-            run.append(p)
-            run_of[p.chunk_id] = run
-    out, done = [], set()
-    for p in passages:
-        run = run_of[p.chunk_id]
-        if id(run) in done:
-            continue
-        done.add(id(run))
-        if len(run) == 1:
-            out.append(p)
-            continue
-        out.append(
-            p.model_copy(
-                update={
-                    "chunk_id": run[0].chunk_id,
-                    "chunk_index": run[0].chunk_index,
-                    "text": "\n".join(x.text for x in run),
-                    "merged_chunk_ids": tuple(x.chunk_id for x in run),
-                }
-            )
-        )
-    return out
 
 
 def chunk_uuid(doc_id: str, content_hash: str, index: int) -> str:
@@ -352,23 +251,9 @@ class Index:
         ``rerank=False`` skips a configured reranker and ``ranking=False`` the evidence and
         recency bonuses (the evaluation baselines use both).
         """
-        query = " ".join(query.split())
         s = self.settings.search
-        if not query:
-            raise InputError("the query is empty: type a clinical question or search terms")
-        if len(query) > s.max_query_chars:
-            raise InputError(
-                f"the query has {len(query):,} characters; the limit is {s.max_query_chars:,} "
-                "(search.max_query_chars): ask a shorter question"
-            )
-        info = self.store.info()
-        if info is None:
-            raise StoreError("the store is empty: ingest documents first (evidex ingest ...)")
-        if info.dim != self.embedder.dim or info.embedding_model != self.embedder.name:
-            raise StoreError(
-                f"the store holds {info.embedding_model} ({info.dim}-d) vectors but the "
-                f"configured model is {self.embedder.name} ({self.embedder.dim}-d)"
-            )
+        query = ranking_steps.check_query(query, s.max_query_chars)
+        info = self._checked_info()
         if _CJK.search(query) and "MiniLM" in self.embedder.name:
             log.warning(
                 "the query is in Chinese but the English all-MiniLM-L6-v2 model and BM25 cannot "
@@ -405,57 +290,31 @@ class Index:
         timings["query_ms"] = (time.perf_counter() - t0) * 1000
         if not hits:
             return []
-        parts = [dict(h.parts) for h in hits]
-        top = max(h.score for h in hits) or 1.0
-        relevance = [h.score / top for h in hits]
+        cands = ranking_steps.fused(hits)
         if reranker is not None:
             t0 = time.perf_counter()
-            n = min(len(hits), s.rerank.candidates)
-            scores = reranker.score(query, [str(h.payload.get("text", "")) for h in hits[:n]])
-            for i, sc in enumerate(scores):
-                parts[i]["rerank"] = sc
-            relevance = scores + [0.0] * (len(hits) - n)  # unreranked tail sorts last
+            cands = ranking_steps.rerank(query, cands, reranker, s.rerank.candidates)
             timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
-        now = datetime.date.today().year
-        scored = []
-        for h, rel, part in zip(hits, relevance, parts, strict=True):
-            final = rel
-            if ranking:
-                ev = evidence_score(str(h.payload.get("evidence_level") or "other"))
-                rc = recency_score(h.payload.get("year"), s.recency_half_life, now)
-                part["evidence"], part["recency"] = ev, rc
-                final += s.evidence_weight * ev + s.recency_weight * rc
-            part["relevance"] = rel
-            part["final"] = final
-            scored.append((final, h, part))
-        # Qdrant breaks RRF ties in no fixed order: break them here, by the branch scores.
-        scored.sort(key=lambda x: (-x[0], -x[2].get("dense", 0.0), -x[2].get("bm25", 0.0), x[1].id))
-        if s.mmr_lambda is not None and len(scored) > 1:
-            vectors = self.store.dense_vectors([h.id for _, h, _ in scored])
-            scored = mmr_order(scored, vectors, s.mmr_lambda)
-        out: list[ScoredPassage] = []
-        per_doc: dict[str, int] = {}
-        present: set[tuple[str, int]] = set()
-        groups = 0  # passages left once neighbouring chunks are merged
-        for final, h, part in scored:
-            doc = str(h.payload.get("doc_id", ""))
-            if per_doc.get(doc, 0) >= per_doc_cap:
-                continue
-            per_doc[doc] = per_doc.get(doc, 0) + 1
-            out.append(_passage(h, final, part))
-            idx = h.payload.get("chunk_index")
-            if s.merge_neighbors and isinstance(idx, int):
-                groups += 1 - sum((doc, idx + d) in present for d in (-1, 1))
-                present.add((doc, idx))
-            else:
-                groups += 1
-            if groups == k:
-                break
-        if s.merge_neighbors:
-            out = merge_neighbors(out)
+        cands = ranking_steps.score(cands, s, bonuses=ranking)
+        if s.mmr_lambda is not None and len(cands) > 1:
+            vectors = self.store.dense_vectors([c.hit.id for c in cands])
+            cands = ranking_steps.mmr_order(cands, vectors, s.mmr_lambda)
+        out = ranking_steps.cap_per_document(cands, k, per_doc_cap, merge=s.merge_neighbors)
         log.debug("search timings %s", timings)
         self.last_timings = timings
         return out
+
+    def _checked_info(self) -> StoreInfo:
+        """The store's info, refused when it is empty or built with another model."""
+        info = self.store.info()
+        if info is None:
+            raise StoreError("the store is empty: ingest documents first (evidex ingest ...)")
+        if info.dim != self.embedder.dim or info.embedding_model != self.embedder.name:
+            raise StoreError(
+                f"the store holds {info.embedding_model} ({info.dim}-d) vectors but the "
+                f"configured model is {self.embedder.name} ({self.embedder.dim}-d)"
+            )
+        return info
 
     def _query_vectors(
         self, queries: list[str], mode: SearchMode, learned_sparse: bool
@@ -486,7 +345,7 @@ class Index:
         info = self.store.info()
         mode = mode or self.settings.search.mode
         cleaned = [" ".join(q.split()) for q in queries]
-        ok = [q for q in cleaned if q and len(q) <= self.settings.search.max_query_chars]
+        ok = [q for q in cleaned if ranking_steps.query_ok(q, self.settings.search.max_query_chars)]
         vectors = (
             dict(
                 zip(
