@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from answer.compose import Sources
-from answer.types import Citation, RemovedClaim
+from answer.types import Citation, CitationStatus, RemovedClaim
 from answer.verify import Verifier, content_words, parse_markers, split_sentences
 from retrieval.settings import VerifySettings
 
@@ -136,7 +136,7 @@ def check_citations(
             continue
         good = [m for m in markers if supported(i, m)]
         bad = [m for m in markers if m not in good]
-        status = "verified"
+        status: CitationStatus = "verified"
         if not good and i in attributed:
             m, verdict = attributed[i]
             verdicts[(i, m)] = verdict
@@ -160,16 +160,8 @@ def check_citations(
         out.sentences.append(_with_markers(clean, good))
         for m in good:
             v, p = verdicts[(i, m)], sources.passages[m - 1]
-            out.citations.append(
-                Citation(
-                    marker=m,
-                    doc_id=p.doc_id,
-                    chunk_id=p.chunk_id,
-                    text=p.text,
-                    sentence=clean,
-                    support=v.score,
-                    status=status if status != "verified" or v.supported else "unsupported",
-                    evidence=v.evidence,
-                )
+            ok: CitationStatus = (
+                "unsupported" if status == "verified" and not v.supported else status
             )
+            out.citations.append(Citation.of(m, p, clean, v.score, ok, v.evidence))
     return out

@@ -139,17 +139,6 @@ def quote_evidence(
         sents = [s for s in split_sentences(text) if len(s) > 20] or [p.text[:300]]
         quote = sents[int(np.argmax(embedder.embed_documents(sents) @ q))]
         lines.append(f"- {quote} [{n}]")
-        citations.append(
-            Citation(
-                marker=n,
-                doc_id=p.doc_id,
-                chunk_id=p.chunk_id,
-                text=p.text,
-                sentence=quote,
-                support=1.0,
-                status="verified",
-                evidence=quote,
-            )
-        )
+        citations.append(Citation.of(n, p, quote, 1.0, evidence=quote))
     text = "No synthesized answer is available; the most relevant evidence:\n" + "\n".join(lines)
     return text, citations

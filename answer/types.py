@@ -45,6 +45,9 @@ class Reference(_Frozen):
         return self.doc_id
 
 
+CitationStatus = Literal["verified", "added", "unsupported"]
+
+
 class Citation(_Frozen):
     """One [n] marker on one sentence of the answer, and whether the passage supports it."""
 
@@ -54,12 +57,27 @@ class Citation(_Frozen):
     text: str = Field(description="The cited passage's text.")
     sentence: str = Field(description="The answer sentence that carries the citation.")
     support: float = Field(description="Support score from the verifier (0-1).")
-    status: Literal["verified", "added", "unsupported"] = Field(
+    status: CitationStatus = Field(
         description="'verified': the passage supports the sentence; 'added': the model gave "
         "no citation and the verifier attributed this supporting source; 'unsupported': kept "
         "but flagged (verify.unsupported = 'flag')."
     )
     evidence: str = Field("", description="The passage sentence that best supports the claim.")
+
+    @classmethod
+    def of(
+        cls,
+        marker: int,
+        passage: ScoredPassage,
+        sentence: str,
+        support: float,
+        status: CitationStatus = "verified",
+        evidence: str = "",
+    ) -> Citation:
+        """The citation of ``passage`` (source ``marker``) on ``sentence``."""
+        return cls(marker=marker, doc_id=passage.doc_id, chunk_id=passage.chunk_id,
+                   text=passage.text, sentence=sentence, support=support,
+                   status=status, evidence=evidence)  # fmt: skip
 
 
 class RemovedClaim(_Frozen):

@@ -125,7 +125,42 @@ class _Counter:
         return ids
 
 
-class SentenceTransformerEmbedder:
+class _LocalEmbedder:
+    """What the local dense embedders share: name, dimension, token limit and counting, and
+    a query embedded as a one-document batch."""
+
+    _name: str
+    _dim: int
+    _max_tokens: int
+    _counter: _Counter
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._counter.ids(text, special=True))
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._counter.ids(text)
+
+    def embed_documents(self, texts: Sequence[str]) -> FloatMatrix:
+        raise NotImplementedError
+
+    def embed_query(self, text: str) -> FloatMatrix:
+        row: FloatMatrix = self.embed_documents([text])[0]
+        return row
+
+
+class SentenceTransformerEmbedder(_LocalEmbedder):
     """A sentence-transformers model loaded from a local folder, offline."""
 
     def __init__(
@@ -163,24 +198,6 @@ class SentenceTransformerEmbedder:
         self._name = Path(path).name if model_path else "sentence-transformers/all-MiniLM-L6-v2"
         self._lock = threading.Lock()
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._counter.ids(text, special=True))
-
-    def tokenize(self, text: str) -> list[int]:
-        return self._counter.ids(text)
-
     def embed_documents(self, texts: Sequence[str]) -> FloatMatrix:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
@@ -194,12 +211,8 @@ class SentenceTransformerEmbedder:
             )
         return np.asarray(out, dtype=np.float32)
 
-    def embed_query(self, text: str) -> FloatMatrix:
-        row: FloatMatrix = self.embed_documents([text])[0]
-        return row
 
-
-class BgeM3Embedder:
+class BgeM3Embedder(_LocalEmbedder):
     """BGE-M3 (dense + learned sparse) through FlagEmbedding, from a local path."""
 
     def __init__(
@@ -224,24 +237,6 @@ class BgeM3Embedder:
         self._dim = int(self._model.model.model.config.hidden_size)
         self._name = Path(model_path).name
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._counter.ids(text, special=True))
-
-    def tokenize(self, text: str) -> list[int]:
-        return self._counter.ids(text)
-
     def _encode(self, texts: Sequence[str]) -> dict[str, Any]:
         out: dict[str, Any] = self._model.encode(
             list(texts),
@@ -260,10 +255,6 @@ class BgeM3Embedder:
         norms = np.linalg.norm(dense, axis=1, keepdims=True)
         normed: FloatMatrix = dense / np.maximum(norms, 1e-12)
         return normed
-
-    def embed_query(self, text: str) -> FloatMatrix:
-        row: FloatMatrix = self.embed_documents([text])[0]
-        return row
 
     def embed_sparse(self, texts: Sequence[str]) -> list[SparseVec]:
         """BGE-M3's learned lexical weights as sparse vectors keyed by token id."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from retrieval.errors import UsageError
+from rl_training.train.trl_config import LocalGRPOConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class TrainArgs:
     """verl: extra Hydra overrides ``key=value``."""
     dry_run: bool = False
     """Resolve and validate only; train nothing."""
-    max_steps: int = 100
+    max_steps: int = LocalGRPOConfig.default("max_steps")
     """trl: optimizer steps."""
     cpu: bool = False
     """trl: run on CPU (a smoke run)."""
@@ -129,7 +130,6 @@ def train(args: TrainArgs) -> TrainResult:
 
 
 def _train_trl(args: TrainArgs) -> TrainResult:
-    from rl_training.train.trl_config import LocalGRPOConfig
     from rl_training.train.trl_stages import open_search, read_rows, run_stage
 
     rows = read_rows(args.data)

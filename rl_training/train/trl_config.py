@@ -87,6 +87,15 @@ class LocalGRPOConfig:
         if self.protocol not in ("tools", "tags"):
             raise ConfigError(f"protocol must be tools or tags, got {self.protocol!r}")
 
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's default (the command line's options take theirs from here).
+
+        >>> LocalGRPOConfig.default("max_steps")
+        100
+        """
+        return cls.__dataclass_fields__[name].default
+
     def grpo_args(self, **extra: Any) -> Any:
         """TRL's ``GRPOConfig`` for this run."""
         from trl.trainer.grpo_config import GRPOConfig

@@ -13,10 +13,9 @@ import pytest
 
 from answer import REVIEW_NOTICE, Answer, AnswerError, Assistant
 from answer.patient import load_patient
-from answer.pipeline import sanitize_passage
 from answer.verify import split_sentences
 from planner.chat import ChatError, ChatMessage
-from tests.answer_fixture import INJECTION, AnswerIndex
+from tests.answer_fixture import AnswerIndex
 from tests.scripted_chat import ScriptedChat
 
 
@@ -204,12 +203,6 @@ def test_a_model_that_follows_an_injection_is_still_checked(answer_index: Answer
     )
     assert "5000" not in ans.text and ans.notice == REVIEW_NOTICE, ans
     assert ans.abstained, ans.text
-
-
-def test_sanitize_passage() -> None:
-    text, flagged = sanitize_passage(f"Aspirin lowers risk. {INJECTION}")
-    assert flagged and "IGNORE" not in text and text.startswith("Aspirin lowers risk.")
-    assert sanitize_passage("Plain text about statins.") == ("Plain text about statins.", False)
 
 
 def test_patient_context_goes_to_prompt_and_filters_not_logs(

@@ -189,3 +189,13 @@ def test_curate_command_reports_each_step(tmp_path: Path, medqa: list[dict[str, 
     src.write_text("{not json\n")
     bad = CliRunner().invoke(app, ["train", "curate", str(src), "--out", str(out)])
     assert bad.exit_code == 1 and "in.jsonl:1: not JSON" in bad.stderr
+
+
+def test_curation_config_refuses_conflicting_scorers_and_bad_thresholds() -> None:
+    from retrieval.errors import UsageError
+    from rl_training.data.curate import CurationConfig
+
+    with pytest.raises(UsageError, match="not both"):
+        CurationConfig(reward_model=Path("rm"), vrm_url="http://127.0.0.1:9/v1")
+    with pytest.raises(UsageError, match=r"within \[0, 1\], got 1.5"):
+        CurationConfig(repetition_threshold=1.5)

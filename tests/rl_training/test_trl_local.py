@@ -175,3 +175,23 @@ def test_diagnostic_environment_through_the_trl_loop(tiny_lm: Path, tmp_path: Pa
         inserted = tok.decode([t for t, m in zip(played.completion_ids, played.env_mask,
                                                  strict=True) if m == 0])  # fmt: skip
         assert inserted.count("Request an examination or test") == len(played.observations) > 0
+
+
+def test_one_source_of_defaults_for_the_local_trainer(tmp_path: Path) -> None:
+    from retrieval.errors import ConfigError
+    from rl_training.train.jobs import TrainArgs
+    from rl_training.train.trl_config import LocalGRPOConfig
+
+    cfg = LocalGRPOConfig(output_dir=tmp_path)
+    args = TrainArgs(kind="grpo", stage="s2", model=tmp_path, data=[tmp_path], out_dir=tmp_path)
+    assert args.max_steps == cfg.max_steps == 100
+    grpo = cfg.grpo_args()
+    assert grpo.learning_rate == cfg.learning_rate == 1e-6
+    assert grpo.max_completion_length == cfg.max_completion_tokens == 1024
+    assert grpo.per_device_train_batch_size == cfg.num_generations * cfg.prompts_per_step
+    sft = cfg.sft_args()
+    assert sft.max_length == cfg.max_completion_tokens and sft.max_steps == cfg.max_steps
+    with pytest.raises(ConfigError, match="max_steps must be a whole number of at least 1, got 0"):
+        LocalGRPOConfig(output_dir=tmp_path, max_steps=0)
+    with pytest.raises(ConfigError, match="protocol must be tools or tags, got 'xml'"):
+        LocalGRPOConfig(output_dir=tmp_path, protocol="xml")  # type: ignore[arg-type]

@@ -218,3 +218,21 @@ def test_search_filters_and_why(sample_store: tuple[Path, Path]) -> None:
     assert bad.exit_code == 2 and "bad filter" in bad.stderr
     why = runner.invoke(app, ["search", "lace plant", "--why", "--store", str(store)])
     assert "why: " in why.stdout and "dense" in why.stdout and "final" in why.stdout
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """(pydantic is not on the list: typer itself imports it.)"""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from ui.cli import app\n"
+        "res = CliRunner().invoke(app, ['train', 'grpo', '--help'])\n"
+        "assert res.exit_code == 0, res.output\n"
+        "heavy = ['numpy', 'torch', 'qdrant_edge', 'qdrant_client', 'llama_cpp',\n"
+        "         'transformers', 'fastapi', 'trl', 'verl', 'sentence_transformers']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

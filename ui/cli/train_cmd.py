@@ -7,7 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
+from rl_training.train.trl_config import LocalGRPOConfig
 from ui.cli.app import ConfigOpt, StoreOpt, command, err, load, train_app
+
+DEFAULT_STEPS: int = LocalGRPOConfig.default("max_steps")
 
 
 @command(train_app, "export")
@@ -131,7 +134,7 @@ def train_sft(
     nnodes: Nodes = 1,
     overrides: TrainSet = None,
     dry_run: DryRun = False,
-    max_steps: TrainSteps = 100,
+    max_steps: TrainSteps = DEFAULT_STEPS,
     cpu: TrainCpu = False,
 ) -> None:
     """S1 SFT (AdamW, lr 1e-5, 500 warm-up steps, cosine to 10%, 2 epochs, 16K context)."""
@@ -168,7 +171,7 @@ def train_grpo(
     ] = None,
     overrides: TrainSet = None,
     dry_run: DryRun = False,
-    max_steps: TrainSteps = 100,
+    max_steps: TrainSteps = DEFAULT_STEPS,
     cpu: TrainCpu = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,

@@ -1,0 +1,49 @@
+"""Compose: the sources as the model sees them, the prompt, and the quoted evidence."""
+
+from __future__ import annotations
+
+from answer.compose import Sources, messages, quote_evidence, sanitize_passage
+from retrieval.types import ScoredPassage
+from tests.answer_fixture import INJECTION
+
+
+def _p(i: int, text: str, title: str = "") -> ScoredPassage:
+    return ScoredPassage(chunk_id=f"c{i}", doc_id=f"pmid:{i}", text=text, title=title,
+                         source="pubmed", score=1.0)  # fmt: skip
+
+
+def test_sanitize_passage() -> None:
+    text, flagged = sanitize_passage(f"Aspirin lowers risk. {INJECTION}")
+    assert flagged and "IGNORE" not in text and text.startswith("Aspirin lowers risk.")
+    assert sanitize_passage("Plain text about statins.") == ("Plain text about statins.", False)
+
+
+def test_sources_cap_withhold_and_warn() -> None:
+    srcs = Sources.of([_p(1, "Statins lower LDL. " * 20), _p(2, f"Fine. {INJECTION}")], 40)
+    assert len(srcs.shown[0]) <= 40 and srcs.shown[1].startswith("Fine.")
+    assert "IGNORE" not in srcs.shown[1]
+    assert len(srcs.warnings) == 1 and "source [2] (pmid:2)" in srcs.warnings[0]
+
+
+def test_messages_number_the_sources_and_add_the_patient() -> None:
+    srcs = Sources.of([_p(1, "A.", "<b>Trial</b> one"), _p(2, "B.", "Two")], 100)
+    system, user = messages("Does it work?", srcs, language="zh", patient="67-year-old woman")
+    assert system.role == "system" and "Answer in Chinese." in system.content
+    assert "[1] Trial one\nA." in user.content and "[2] Two\nB." in user.content
+    assert "Patient: 67-year-old woman" in user.content
+    assert user.content.endswith("Question: Does it work?\nAnswer with citations like [1]:")
+    assert "Answer in Chinese." not in messages("Q", srcs)[0].content
+
+
+def test_quote_evidence_cites_the_most_relevant_sentence(minilm) -> None:
+    srcs = Sources.of(
+        [_p(1, "The weather was mild in the study region. Aspirin reduced the risk of a first "
+               "myocardial infarction in older adults."),
+         _p(2, "Statin therapy lowered LDL cholesterol substantially in the trial.")], 1000,
+    )  # fmt: skip
+    text, citations = quote_evidence("Does aspirin prevent myocardial infarction?", srcs, minilm)
+    assert text.splitlines()[1] == (
+        "- Aspirin reduced the risk of a first myocardial infarction in older adults. [1]"
+    )
+    assert [c.marker for c in citations] == [1, 2] and citations[0].doc_id == "pmid:1"
+    assert citations[0].evidence in srcs.passages[0].text
