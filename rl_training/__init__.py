@@ -1,3 +1,4 @@
-"""evidex training backend: training data (export, curation, difficulty, mix), rewards (rule
-rewards, the cosine length penalty for verl and TRL, the verifier reward model, the search
-format reward) and the evaluation harness. See rl_training/README.md."""
+"""evidex training backend: training data (``data``: export, typed rows, curation, difficulty,
+mix), rewards (``rewards``: rule rewards, the cosine length penalty for verl and TRL, the
+verifier reward model, the search format reward), the evaluation harness (``eval``), the RL
+environments (``envs``) and the trainers (``train``). See rl_training/README.md."""

@@ -1,2 +1,3 @@
 """Training data: converters from the shared benchmarks to chat records and verl's RL parquet
-schema, and curation filters."""
+schema (``export``, ``agentic``), the typed training row (``rows.RLRow``), curation
+(``curate``: the chain of ``filters``), difficulty and the SFT mix."""
