@@ -54,6 +54,8 @@ def format_problem(response: str) -> str | None:
     'more than one think block'
     >>> format_problem("<think>reason</think>   ")
     'empty answer'
+    >>> format_problem("<think> \\n </think>The answer is B.")
+    'empty think block'
     >>> format_problem("<think>reason</think>\\\\boxed{B} and then more text")
     'text after the final answer'
     """
@@ -65,6 +67,8 @@ def format_problem(response: str) -> str | None:
         )
     if not response.lstrip().startswith(_THINK_OPEN):
         return "text before the think block"
+    if not response.split(_THINK_OPEN, 1)[1].split(_THINK_CLOSE, 1)[0].strip():
+        return "empty think block"
     answer = response.split(_THINK_CLOSE, 1)[1].strip()
     if not answer:
         return "empty answer"
@@ -88,15 +92,47 @@ def format_problem(response: str) -> str | None:
     return None
 
 
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+
+
+def units(text: str) -> list[str]:
+    """The units n-grams are made of: words, and each CJK character on its own (Chinese and
+    Japanese are written without spaces).
+
+    >>> units("患者 has 胸痛。ok")
+    ['患', '者', 'has', '胸', '痛', '。ok']
+    """
+    out: list[str] = []
+    for word in text.split():
+        if not _CJK.search(word):
+            out.append(word)
+            continue
+        rest = ""
+        for ch in word:
+            if _CJK.match(ch):
+                if rest:
+                    out.append(rest)
+                    rest = ""
+                out.append(ch)
+            else:
+                rest += ch
+        if rest:
+            out.append(rest)
+    return out
+
+
 def repetition_ratio(text: str, n: int = 4) -> float:
-    """Share of word n-grams that repeat an earlier n-gram (0 = none repeated).
+    """Share of n-grams that repeat an earlier n-gram (0 = none repeated): word n-grams, and
+    character n-grams in CJK text (see :func:`units`).
 
     >>> repetition_ratio("a b c d e f g")
     0.0
     >>> round(repetition_ratio("the cat sat " * 20, n=3), 2)
     0.95
+    >>> repetition_ratio("患者胸痛三天伴呼吸困难"), round(repetition_ratio("继续思考" * 30), 2)
+    (0.0, 0.97)
     """
-    words = text.split()
+    words = units(text)
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     if not grams:
         return 0.0

@@ -203,8 +203,10 @@ def normalize_diagnosis(text: str) -> str:
     return " ".join(words)
 
 
-Judge = Callable[[str, str, str], float]
-"""(case summary, reference diagnosis, predicted diagnosis) -> 0 or 1."""
+Judge = Callable[[str, str, str, str], float]
+"""(case summary, reference diagnosis, predicted diagnosis, the diagnostic process) -> 0 or 1.
+The process is the consultation as it went: the model's turns (its reasoning included), the
+examinations it requested and their findings (see :func:`show_process`)."""
 
 INSTRUCTIONS = (
     "You are the doctor in a clinical consultation. The initial summary is below; examination "
@@ -215,13 +217,16 @@ INSTRUCTIONS = (
 )
 
 
-def score_diagnosis(case: Case, diagnosis: str | None, judge: Judge | None = None) -> float:
-    """The reward of a final diagnosis: the judge's verdict against the case's diagnosis, or
-    normalized exact match without a judge; 0 for no diagnosis."""
+def score_diagnosis(
+    case: Case, diagnosis: str | None, judge: Judge | None = None, process: str = ""
+) -> float:
+    """The reward of a final diagnosis: the judge's verdict on the diagnostic process and its
+    conclusion against the case's diagnosis, or normalized exact match without a judge; 0 for
+    no diagnosis."""
     if diagnosis is None:
         return 0.0
     if judge is not None:
-        return float(judge(case.summary, case.diagnosis, diagnosis))
+        return float(judge(case.summary, case.diagnosis, diagnosis, process))
     return float(normalize_diagnosis(diagnosis) == normalize_diagnosis(case.diagnosis))
 
 
@@ -281,7 +286,7 @@ class DiagnosisEnv:
 
     def _finish(self, diagnosis: str | None) -> StepResult:
         self.done = True
-        score = score_diagnosis(self.case, diagnosis, self.judge)
+        score = score_diagnosis(self.case, diagnosis, self.judge, self.trajectory.text)
         info = {
             "diagnosis": diagnosis,
             "correct": self.case.diagnosis,
@@ -292,11 +297,35 @@ class DiagnosisEnv:
         return StepResult("", done=True, reward=score, info=info)
 
 
-def vrm_judge(vrm: Any) -> Judge:
-    """A judge from :class:`rl_training.rewards.vrm.VerifierRewardModel`."""
+DIAGNOSIS_QUESTION = (
+    "{summary}\n\nRequest the examinations and tests you need, then give the most likely "
+    "diagnosis. (Judge the logical completeness of the diagnostic process and the accuracy of "
+    "the conclusion.)"
+)
 
-    def judge(summary: str, reference: str, predicted: str) -> float:
-        question = f"{summary}\n\nWhat is the most likely diagnosis?"
-        return float(vrm.score(question, reference, f"\\boxed{{{predicted}}}").score)
+
+def show_process(process: str, diagnosis: str) -> str:
+    r"""The predicted answer the verifier sees in S4: the diagnostic process (the requests, the
+    findings and the reasoning, which is kept visible here) and the final diagnosis.
+
+    >>> print(show_process("<think>ptosis</think><request>ice pack</request>", "Myasthenia"))
+    Diagnostic process:
+    [reasoning] ptosis [/reasoning]<request>ice pack</request>
+    <BLANKLINE>
+    Final diagnosis: \boxed{Myasthenia}
+    """
+    visible = process.replace("<think>", "[reasoning] ").replace("</think>", " [/reasoning]")
+    body = visible.strip() or "(no examinations requested)"
+    return f"Diagnostic process:\n{body}\n\nFinal diagnosis: \\boxed{{{diagnosis}}}"
+
+
+def vrm_judge(vrm: Any) -> Judge:
+    """A judge from :class:`rl_training.rewards.vrm.VerifierRewardModel` that sees the whole
+    diagnostic process, as the report's S4 verifier judges "the logical completeness of the
+    diagnostic process and the accuracy of conclusions"."""
+
+    def judge(summary: str, reference: str, predicted: str, process: str = "") -> float:
+        question = DIAGNOSIS_QUESTION.format(summary=summary)
+        return float(vrm.score(question, reference, show_process(process, predicted)).score)
 
     return judge

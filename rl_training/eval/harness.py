@@ -3,8 +3,9 @@
 Every finished item is appended at once to a JSONL results file (prompt, response, extracted
 answer, correct, score), so an interrupted run resumes where it stopped and never scores an
 item twice; items whose request failed are not written and are retried on the next run. The
-summary (accuracy; mean score = micro-F1 on multi-answer items; MedCalc's range accuracy is
-its accuracy) is written beside it.
+summary (accuracy; mean score, the mean of the per-item scores, which are F1 on multi-answer
+items; for multiple-choice benchmarks micro-F1 pooled over the items, as the report's MedReMCQ
+metric is; MedCalc's range accuracy is its accuracy) is written beside it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
 from retrieval.errors import ConfigError
 from retrieval.jsonl import read_jsonl, write_jsonl
 from rl_training.rewards import compute_score
+from rl_training.rewards.extract import choice_letters, pooled_micro_f1
+from rl_training.rewards.scoring import MCQ
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class Summary:
     """Items whose request failed in the last run (retried next time)."""
     date: str
     machine: str
+    micro_f1: float | None = None
+    """Multiple-choice benchmarks: micro-F1 pooled over the items (TP, FP and FN summed)."""
 
     @property
     def label(self) -> str:
@@ -204,12 +209,25 @@ def run(
         correct=correct,
         accuracy=correct / len(results) if results else 0.0,
         mean_score=sum(r["score"] for r in results) / len(results) if results else 0.0,
+        micro_f1=_pooled_f1(results) if rows and _is_mcq(rows[0]["data_source"]) else None,
         errors=errors,
         date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         machine=f"{platform.node()} ({platform.machine()}, {platform.system()})",
     )
     path.with_suffix(".summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
+
+
+def _is_mcq(data_source: str) -> bool:
+    return data_source.split("/", 1)[-1].lower() in MCQ
+
+
+def _pooled_f1(results: Sequence[dict[str, Any]]) -> float:
+    """Pooled micro-F1 of multiple-choice results (an unanswered item is all misses)."""
+    return pooled_micro_f1(
+        (choice_letters(r.get("extracted") or ""), choice_letters(str(r["ground_truth"])))
+        for r in results
+    )
 
 
 def load_summaries(out_dir: Path) -> list[Summary]:

@@ -7,6 +7,7 @@ after the reasoning (nested braces allowed), or else the text after ``</think>``
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -123,3 +124,24 @@ def micro_f1(pred: frozenset[str], gold: frozenset[str]) -> float:
         return 0.0
     precision, recall = tp / len(pred), tp / len(gold)
     return 2 * precision * recall / (precision + recall)
+
+
+def pooled_micro_f1(items: Iterable[tuple[frozenset[str], frozenset[str]]]) -> float:
+    """Micro-F1 pooled over items: true positives, false positives and false negatives are
+    summed over all (predicted, gold) option sets first (the report's MedReMCQ metric), so an
+    item with many options weighs more than in a mean of per-item F1.
+
+    >>> items = [(frozenset("A"), frozenset("AB")), (frozenset("ABC"), frozenset("AB"))]
+    >>> pooled_micro_f1(items)  # TP 3, FP 1, FN 1
+    0.75
+    >>> round(sum(micro_f1(p, g) for p, g in items) / 2, 4)  # the mean of per-item F1 differs
+    0.7333
+    >>> pooled_micro_f1([])
+    0.0
+    """
+    tp = fp = fn = 0
+    for pred, gold in items:
+        tp += len(pred & gold)
+        fp += len(pred - gold)
+        fn += len(gold - pred)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0

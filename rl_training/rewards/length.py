@@ -41,8 +41,9 @@ class LengthPenaltyConfig:
     threshold: int = 8192
     max_length: int = 16384
     max_penalty: float = 0.5
-    penalize_wrong: bool = True
-    """Also penalize wrong answers (score <= 0); False penalizes only rewarded answers."""
+    penalize_wrong: bool = False
+    """Also penalize wrong answers (score <= 0). The report penalizes only correct responses
+    beyond the threshold: a wrong one keeps its score (the default)."""
 
     def __post_init__(self) -> None:
         if self.max_length <= self.threshold:
@@ -57,8 +58,10 @@ class LengthPenaltyConfig:
 
         >>> LengthPenaltyConfig().apply(1.0, 12288)
         (0.75, 0.25)
-        >>> LengthPenaltyConfig(penalize_wrong=False).apply(0.0, 16384)
-        (0.0, 0.0)
+        >>> LengthPenaltyConfig().apply(1.0, 8000), LengthPenaltyConfig().apply(0.0, 16384)
+        ((1.0, 0.0), (0.0, 0.0))
+        >>> LengthPenaltyConfig(penalize_wrong=True).apply(0.0, 16384)
+        (-0.5, 0.5)
         """
         if score <= 0 and not self.penalize_wrong:
             return score, 0.0

@@ -9,7 +9,7 @@ which does. Load it with verl's importlib source::
     +reward.reward_kwargs.length_penalty.threshold=8192
     +reward.reward_kwargs.length_penalty.max_length=16384
     +reward.reward_kwargs.length_penalty.max_penalty=0.5
-    +reward.reward_kwargs.length_penalty.penalize_wrong=true
+    +reward.reward_kwargs.length_penalty.penalize_wrong=false
 
 The task score comes from the configured ``custom_reward_function`` (default:
 :func:`rl_training.rewards.compute_score`).

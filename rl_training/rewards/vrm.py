@@ -30,29 +30,61 @@ from typing import Any
 
 from planner.chat import ChatError, ChatMessage, ChatModel
 from retrieval.errors import InputError
+from rl_training.data.rows import environment_of
 from rl_training.rewards.extract import last_boxed, strip_reasoning
 
 log = logging.getLogger(__name__)
 
-PROMPT = """You are an expert medical grader. Decide whether the predicted answer to the
-current question is correct, using the excellent answer as the reference.
+PROMPT = r"""You are a professional evaluation expert who must assess the quality of the "predicted answer" based on the following four core elements:
 
-[Dialogue history]
-{history}
+- Dialogue History (contextual information)
+- Current Question (the specific request made by the user)
+- Excellent Answer (a high-quality reference answer that has been reviewed)
+- Predicted Answer (the answer to be evaluated)
 
-[Current question]
-{question}
+### Scoring Criteria:
+- 1 point: Indicates high-quality answers that are equivalent or close to the "excellent answer," meeting user needs;
+- 0 points: Indicates low-quality answers that contain hallucinations, omissions, errors, or fail to meet user needs;
 
-[Excellent answer]
-{reference}
+> Note: The "excellent answer" has undergone rigorous review and is considered to be of high standard quality, serving as a benchmark for judgment.
 
-[Predicted answer]
-{prediction}
+Please output your evaluation results in the following structure:
 
-The predicted answer is correct when it agrees with the excellent answer on every key point
-(diagnosis, recommendation, choice, value) and adds nothing false or unsafe; the wording may
-differ and it may be shorter. Explain briefly, then give the score on the last line:
-\\boxed{{1}} if correct, \\boxed{{0}} if not."""
+---
+
+### Dialogue History (in chronological order, from earliest to latest)
+...
+<<history>>
+...
+
+### Current Question
+...
+user: <<question>>
+...
+
+### Excellent Answer (Reference Answer)
+...
+assistant: <<reference>>
+...
+
+### Predicted Answer (Answer to Evaluate)
+...
+assistant: <<prediction>>
+...
+
+---
+
+### Evaluation Analysis
+
+[Perform item-by-item comparative analysis here]
+
+---
+
+### Predicted Answer Evaluation Score
+
+\boxed{Prediction answer evaluation score}"""  # noqa: E501 (the report's lines, word for word)
+"""The report's Appendix B prompt, word for word (its wrapped lines joined); the four
+``<<...>>`` slots are where the report says "{Insert ...}"."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +131,24 @@ def parse_score(reply: str) -> float | None:
 
 
 def render_prompt(item: VRMItem) -> str:
-    """The Appendix B prompt for one item; the prediction without its reasoning."""
-    history = "\n".join(f"{role}: {text}" for role, text in item.history) or "(none)"
-    prediction = strip_reasoning(item.prediction) or "(no answer)"
-    return PROMPT.format(
-        history=history, question=item.question, reference=item.reference, prediction=prediction
-    )
+    """The Appendix B prompt for one item: the dialogue history as ``role: text`` lines, and
+    the reference and predicted answers without their reasoning (the report removes the CoT
+    from both).
+
+    >>> p = render_prompt(VRMItem("Dose?", "<think>x</think>5 mg", "5 mg", (("user", "Hi"),)))
+    >>> "user: Hi" in p, "user: Dose?" in p, "assistant: 5 mg" in p, "<think>" in p
+    (True, True, True, False)
+    """
+    slots = {
+        "history": "\n".join(f"{role}: {text}" for role, text in item.history) or "(none)",
+        "question": item.question,
+        "reference": strip_reasoning(item.reference) or item.reference,
+        "prediction": strip_reasoning(item.prediction) or "(no answer)",
+    }
+    out = PROMPT
+    for name, value in slots.items():  # one pass per slot: text in a slot is never re-read
+        out = out.replace(f"<<{name}>>", value.replace("<<", "< <"))
+    return out
 
 
 class _Cache:
@@ -335,8 +379,15 @@ def compute_score(
 ) -> dict[str, Any]:
     """verl ``custom_reward_function`` for ``reward_model.style == "model"`` rows: the
     row's ``extra_info.question`` (and optional ``extra_info.history``: [[role, text], ...])
-    with ``ground_truth`` as the excellent answer."""
+    with ``ground_truth`` as the excellent answer. For diagnostic-chain rows (S4) the predicted
+    answer is the whole consultation (:func:`rl_training.envs.diagnosis.show_process`), so the
+    verifier judges the diagnostic process as well as its conclusion."""
     info = dict(extra_info or {})
+    if environment_of(data_source) == "diagnosis":  # S4: the verifier sees the whole process
+        from rl_training.envs.diagnosis import show_process
+
+        diagnosis = last_boxed(strip_reasoning(solution_str)) or "(none)"
+        solution_str = show_process(solution_str, diagnosis)
     history = info.get("history") or ()
     if isinstance(history, str):
         history = json.loads(history) if history else ()

@@ -21,6 +21,7 @@ methods are tools, so the environments keep everything else private.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,34 @@ class ToolEnvConfig:
     """Tool calls per episode; later calls are told to answer now."""
     format_weight: float = 0.2
     """Weight of the tool-call format reward added to the task reward (search QA)."""
+
+
+def transcript(messages: Messages) -> str:
+    """The episode after its prompt as text: the model's turns (reasoning included), its tool
+    calls and the tools' answers, for a verifier that judges the process.
+
+    >>> print(transcript([{"role": "user", "content": "Q"},
+    ...     {"role": "assistant", "content": "", "tool_calls": [{"function": {
+    ...         "name": "request_exam", "arguments": {"name": "CBC"}}}]},
+    ...     {"role": "tool", "content": "WBC 12"}, {"role": "assistant", "content": "B"}]))
+    request_exam({"name": "CBC"})
+    result: WBC 12
+    B
+    """
+    lines = []
+    for m in messages:
+        role = m.get("role")
+        if role == "assistant":
+            if m.get("content"):
+                lines.append(str(m["content"]))
+            for call in m.get("tool_calls") or []:
+                fn = call.get("function", call)
+                args = fn.get("arguments", {})
+                text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+                lines.append(f"{fn.get('name')}({text})")
+        elif role == "tool":
+            lines.append(f"result: {m.get('content')}")
+    return "\n".join(lines)
 
 
 def final_text(messages: Messages) -> str:
@@ -212,7 +241,7 @@ class DiagnosisToolEnv(_Episode):
         if self._case is None:
             raise StateError("reset() was not called")
         diagnosis = last_boxed(strip_reasoning(final_text(messages)))
-        score = score_diagnosis(self._case, diagnosis, self._judge)
+        score = score_diagnosis(self._case, diagnosis, self._judge, transcript(messages))
         requested = [n for tool, n in self._calls if tool == "request_exam"]
         info = {
             "task_reward": score,

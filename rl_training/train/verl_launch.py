@@ -36,7 +36,7 @@ LENGTH_PENALTY = [
     "+reward.reward_kwargs.length_penalty.threshold=8192",
     "+reward.reward_kwargs.length_penalty.max_length=16384",
     "+reward.reward_kwargs.length_penalty.max_penalty=0.5",
-    "+reward.reward_kwargs.length_penalty.penalize_wrong=true",
+    "+reward.reward_kwargs.length_penalty.penalize_wrong=false",
 ]
 GRPO = [
     "algorithm.adv_estimator=grpo",

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from planner.chat import ChatError
-from rl_training.data.difficulty import DifficultyJudge, classify, from_pass_rate
+from rl_training.data.difficulty import (
+    DifficultyJudge,
+    classify,
+    from_pass_rate,
+    parse_difficulty,
+)
 from rl_training.data.export import cmexam_rows, mcq_rows
 from rl_training.data.filters import correctness_filter, reward_model_filter
 from rl_training.data.mix import MixConfig, weighted_sample
@@ -110,11 +115,29 @@ def test_difficulty_with_the_real_embedded_model(medqa: list[dict[str, Any]]) ->
     from answer.llm import load_chat
     from retrieval.settings import LLMSettings
 
-    judge = DifficultyJudge(load_chat(LLMSettings(max_tokens=32)))
+    chat = load_chat(LLMSettings(max_tokens=32))
+    replies: list[str] = []
+
+    class Recorder:  # the real model, its replies kept to recompute the grades
+        name = chat.name
+
+        def complete(self, *args: Any, **kwargs: Any) -> Any:
+            result = chat.complete(*args, **kwargs)
+            replies.append(result.text)
+            return result
+
+    judge = DifficultyJudge(Recorder())  # type: ignore[arg-type]
     recs = [{**r, "id": str(i)} for i, r in enumerate(medqa[:3])]
-    out, rep = classify(recs, judge, pass_rates={r["id"]: 0.5 for r in recs})
-    assert len(out) == 3 and rep.kept == 3  # the judge's grade, or the pass rate when unusable
-    assert {r["difficulty"] for r in out} <= {"basic", "intermediate", "advanced"}
+    rates = {"0": 1.0, "1": 0.5, "2": 0.0}  # a different fallback grade per record
+    out, rep = classify(recs, judge, pass_rates=rates)
+    assert len(out) == 3 and rep.kept == 3 and len(replies) == 3
+    for r, reply in zip(out, replies, strict=True):
+        graded = parse_difficulty(reply)
+        expected = graded or from_pass_rate(rates[r["id"]])
+        assert (r["difficulty"], r["difficulty_source"]) == (
+            expected,
+            "judge" if graded else "pass-rate",
+        ), reply
 
 
 def _general(n: int, lang: str) -> list[dict[str, Any]]:

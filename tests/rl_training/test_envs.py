@@ -152,12 +152,17 @@ def test_diagnostic_episode(cases, searcher) -> None:  # type: ignore[no-untyped
     assert env.step("\\boxed{Lambert-Eaton syndrome}").reward == 0.0
     seen: list[tuple[str, str]] = []
 
-    def judge(summary: str, reference: str, predicted: str) -> float:
-        seen.append((reference, predicted))
+    def judge(summary: str, reference: str, predicted: str, process: str) -> float:
+        seen.append((reference, predicted, process))
         return 1.0
 
     env = DiagnosisEnv(case, judge=judge)
     env.reset()
+    env.step("<think>ptosis</think><request>neurological examination</request>")
     assert env.step("\\boxed{MG (autoimmune)}").reward == 1.0
-    assert seen == [("Myasthenia gravis", "MG (autoimmune)")]
+    ((reference, predicted, process),) = seen
+    assert (reference, predicted) == ("Myasthenia gravis", "MG (autoimmune)")
+    # the judge sees the diagnostic process: the reasoning, the request and its findings
+    assert process.startswith("<think>ptosis</think><request>neurological examination")
+    assert "<result>" in process and process.endswith("\\boxed{MG (autoimmune)}")
     assert normalize_diagnosis("The myasthenia gravis.") == "myasthenia gravis"

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from planner.chat import ChatError, ChatMessage
 from rl_training.eval import benchmarks, harness
 from rl_training.eval.harness import EvalConfig
+from rl_training.rewards import compute_score
 from tests.answer_fixture import AnswerIndex
 from tests.conftest import SHARED
 from tests.scripted_chat import ScriptedChat
@@ -63,14 +64,23 @@ def test_right_and_wrong_models_score_100_and_0(bench: str, tmp_path: Path) -> N
         assert rec["prompt"][-1]["role"] == "user"
 
 
-def test_multi_answer_items_score_micro_f1(tmp_path: Path) -> None:
+def test_multi_answer_items_score_pooled_micro_f1(tmp_path: Path) -> None:
     rows = [r for r in benchmarks.load("cmexam") if len(r["reward_model"]["ground_truth"]) == 2][:5]
-    assert rows, "cmexam has multi-answer items"
-    half = ScriptedChat(
-        lambda m: "\\boxed{" + _row_of(rows, m)["reward_model"]["ground_truth"][0] + "}"
-    )
-    s = harness.run(rows, half, EvalConfig("cmexam", "half"), tmp_path)
-    assert s.accuracy == 0.0 and s.mean_score == pytest.approx(2 / 3)  # P=1, R=1/2
+    assert len(rows) == 5, "cmexam has multi-answer items"
+
+    def answer(m: Sequence[ChatMessage]) -> str:
+        row = _row_of(rows, m)
+        gold = row["reward_model"]["ground_truth"]
+        if row is rows[0]:  # one of two right: TP 1, FN 1
+            return "\\boxed{" + gold[0] + "}"
+        extra = next(c for c in "ABCDE" if c not in gold)  # both right and one wrong: TP 2, FP 1
+        return "\\boxed{" + gold + extra + "}"
+
+    s = harness.run(rows, ScriptedChat(answer), EvalConfig("cmexam", "mixed"), tmp_path)
+    assert s.accuracy == 0.0
+    # per item: F1 2/3 once and 0.8 four times; pooled: TP 9, FP 4, FN 1
+    assert s.mean_score == pytest.approx((2 / 3 + 4 * 0.8) / 5)
+    assert s.micro_f1 == pytest.approx(2 * 9 / (2 * 9 + 4 + 1))
 
 
 def _row_of(rows: Sequence[dict[str, Any]], msgs: Sequence[ChatMessage]) -> dict[str, Any]:
@@ -150,9 +160,14 @@ def test_cli_with_the_embedded_model(tmp_path: Path, answer_index: AnswerIndex) 
     )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
-    assert summary["items"] == 2 and summary["rag"] is True and 0 <= summary["accuracy"] <= 1
+    assert summary["items"] == 2 and summary["rag"] is True
     lines = (out / "pubmedqa-embedded-rag.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "Relevant documents" in json.loads(lines[0])["prompt"][-1]["content"]
+    recs = [json.loads(x) for x in lines]  # the summary is the results file's, recomputed
+    assert summary["correct"] == sum(r["correct"] for r in recs)
+    assert summary["accuracy"] == sum(r["correct"] for r in recs) / 2
+    for r in recs:  # each stored verdict is the reward code's on the stored response
+        assert r["correct"] == compute_score("pubmedqa", r["response"], r["ground_truth"])["acc"]
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(harness.load_summaries(out)) == 2
     bad = runner.invoke(app, [*base, "--benchmark", "astro"])

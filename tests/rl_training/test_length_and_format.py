@@ -83,15 +83,15 @@ def test_verl_reward_manager_applies_the_cosine_penalty(tiny_lm: Path) -> None:
     assert [o["reward_extra_info"]["response_tokens"] for o in out][:2] == [n_short, n_long]
     assert out[1]["reward_extra_info"]["length_penalty"] == 0.5
     assert out[0]["reward_extra_info"]["acc"] is True
-    # The penalty on wrong answers is a setting: a long wrong answer goes below zero by default.
+    # As in the report, a long wrong answer keeps its score; penalizing it is a setting.
     long_wrong = long_right.replace("{B}", "{C}")
     data = _verl_batch(tok, [long_wrong], "Which?", pad_to=n_long + 5)
-    penalized = manager.loop.run_until_complete(manager.run_single(data))
-    assert penalized["reward_score"] == -0.5
-    lenient = load_reward_manager(
-        _config(threshold=threshold, max_length=max_length, penalize_wrong=False), tok
+    kept = manager.loop.run_until_complete(manager.run_single(data))
+    assert kept["reward_score"] == 0.0
+    strict = load_reward_manager(
+        _config(threshold=threshold, max_length=max_length, penalize_wrong=True), tok
     )
-    assert lenient.loop.run_until_complete(lenient.run_single(data))["reward_score"] == 0.0
+    assert strict.loop.run_until_complete(strict.run_single(data))["reward_score"] == -0.5
     # The scores land on each response's last token, as verl's trainer reads them.
     rm_scores = type(manager).assemble_rm_scores(
         _verl_batch(tok, [right, long_right], "Which?", n_long + 5), [1.0, 0.5]
@@ -117,8 +117,8 @@ def test_trl_reward_function_uses_token_counts() -> None:
         extra_info=[{}] * 3,
         log_metric=lambda k, v: metrics.__setitem__(k, v),
     )
-    assert rewards == [1.0, 0.75, -0.5]
-    assert metrics["length_penalty"] == pytest.approx(0.25)
+    assert rewards == [1.0, 0.75, 0.0]  # the long wrong answer keeps its score
+    assert metrics["length_penalty"] == pytest.approx(0.25 / 3)  # the mean over the batch
     assert fn.__name__ == "evidex_length_penalized"
 
 

@@ -92,7 +92,7 @@ def test_diagnosis_tool_env_on_real_cases(tmp_path: Path) -> None:
 
     verdicts: list[tuple[str, str]] = []
 
-    def judge(summary: str, reference: str, predicted: str) -> float:
+    def judge(summary: str, reference: str, predicted: str, process: str = "") -> float:
         verdicts.append((reference, predicted))
         return 1.0
 

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from rl_training.rewards import vrm
-from rl_training.rewards.vrm import VerifierRewardModel, VRMConfig, VRMItem
+from rl_training.rewards.vrm import (
+    VerifierRewardModel,
+    VRMConfig,
+    VRMItem,
+    parse_score,
+    render_prompt,
+)
+from tests.conftest import SHARED
 
 
 class _Judge:
@@ -30,8 +37,8 @@ class _Judge:
         self.flaky_seen = False
 
     def reply(self, prompt: str) -> tuple[int, str]:
-        ref = re.search(r"\[Excellent answer\]\n(.*?)\n\n\[Predicted", prompt, re.S)
-        pred = re.search(r"\[Predicted answer\]\n(.*?)\n\nThe predicted", prompt, re.S)
+        ref = re.search(r"Reference Answer\)\n\.\.\.\nassistant: (.*?)\n\.\.\.\n", prompt, re.S)
+        pred = re.search(r"Answer to Evaluate\)\n\.\.\.\nassistant: (.*?)\n\.\.\.\n", prompt, re.S)
         assert ref and pred
         if "flaky" in pred.group(1) and not self.flaky_seen:
             self.flaky_seen = True
@@ -99,7 +106,7 @@ def test_vrm_scores_caches_and_limits_concurrency(
     # The judge sees the answer without the model's reasoning.
     sent_text = "\n".join(state.prompts)  # requests arrive in any order
     assert "maybe insulin" not in sent_text and "metformin?" not in sent_text
-    assert "[Predicted answer]\nMetformin." in sent_text
+    assert "### Predicted Answer (Answer to Evaluate)\n...\nassistant: Metformin." in sent_text
     sent = len(state.prompts)
     assert sent == len(items) + 1  # one retry for the 503
     # A second judge on the same cache asks nothing again.
@@ -135,7 +142,8 @@ def test_vrm_record_scorer_and_verl_entry(judge: tuple[str, _Judge]) -> None:
     assert rm.record_scorer()([rec]) == [1.0]
     prompt = state.prompts[-1]
     assert "user: I have a cough.\nassistant: How long?" in prompt
-    assert "[Current question]\nThree weeks. What test?" in prompt and "be careful" not in prompt
+    assert "### Current Question\n...\nuser: Three weeks. What test?" in prompt
+    assert "be careful" not in prompt
     with pytest.raises(ValueError, match="ground_truth"):
         vrm.item_of({"messages": rec["messages"]})
     out = vrm.compute_score(
@@ -152,13 +160,70 @@ def test_vrm_record_scorer_and_verl_entry(judge: tuple[str, _Judge]) -> None:
         vrm.compute_score("x", "y", "z", {})
 
 
-def test_vrm_with_the_real_embedded_model_as_judge(llama_server: str) -> None:
-    rm = VerifierRewardModel(VRMConfig(base_url=llama_server, model="smollm2", max_tokens=48))
+def test_vrm_with_the_real_embedded_model_as_judge(llama_server: str, tmp_path: Path) -> None:
+    import sqlite3
+
+    rm = VerifierRewardModel(VRMConfig(base_url=llama_server, model="smollm2", max_tokens=48,
+                                       cache_dir=tmp_path))  # fmt: skip
     items = [
         VRMItem("Is aspirin an antiplatelet drug?", "Yes", "Yes, it is."),
         VRMItem("What is 2 + 2?", "4", "5"),
     ]
     results = rm.score_batch(items)
-    assert all(r.score in (0.0, 1.0) and r.error is None for r in results)
-    assert rm.stats["requests"] == 2
+    assert all(r.error is None for r in results) and rm.stats["requests"] == 2
     assert rm.stats["malformed"] == sum(not r.parsed for r in results)
+    db = sqlite3.connect(str(tmp_path / "vrm.sqlite"))
+    for item, result in zip(items, results, strict=True):  # each score is the model's own reply's
+        (reply,) = db.execute("SELECT reply FROM replies WHERE key = ?",
+                              (rm._key(render_prompt(item)),)).fetchone()  # fmt: skip
+        parsed = parse_score(reply)
+        assert (result.score, result.parsed) == (parsed or 0.0, parsed is not None), reply
+
+
+def _appendix_b() -> list[str]:
+    """The report's Appendix B prompt, its wrapped lines ("↳ ...") joined back."""
+    report = SHARED.parent / "reference" / "wingpt3_technical_report.txt"
+    if not report.is_file():
+        pytest.skip(f"the report is not at {report}")
+    text = report.read_text("utf-8")
+    block = text.split("B The Prompt for Verifier-Based Rewards", 1)[1].split("```")[1]
+    lines: list[str] = []
+    for line in block.strip("\n").splitlines():
+        if line.startswith("↳ "):
+            lines[-1] += " " + line[2:]
+        else:
+            lines.append(line)
+    # The text file escapes the backslash of \boxed as Markdown does.
+    return [line.replace("\\\\boxed", "\\boxed") for line in lines]
+
+
+def test_the_verifier_prompt_is_appendix_b_word_for_word() -> None:
+    expected = _appendix_b()
+    item = VRMItem("Q-TEXT", "REF-TEXT", "<think>hidden</think>PRED-TEXT", (("user", "HIST"),))
+    rendered = render_prompt(item).splitlines()
+    slots = {"{Insert dialogue history}": "user: HIST", "user: {Insert original question}":
+             "user: Q-TEXT", "assistant: {Insert excellent answer}": "assistant: REF-TEXT",
+             "assistant: {Insert predicted answer}": "assistant: PRED-TEXT"}  # fmt: skip
+    expected = [slots.get(line, line) for line in expected]
+    assert len(rendered) == len(expected) > 40
+    for n, (got, want) in enumerate(zip(rendered, expected, strict=True), 1):
+        assert got == want, f"line {n}"
+    assert "hidden" not in "\n".join(rendered)  # the prediction's reasoning is removed
+
+
+def test_the_s4_verifier_sees_the_diagnostic_process(judge: tuple[str, _Judge]) -> None:
+    url, state = judge
+    response = (
+        "<think>ptosis worse in the evening</think><request>ice pack test</request>"
+        "<result>positive</result> \\boxed{Myasthenia gravis}"
+    )
+    out = vrm.compute_score("evidex/diagnosis", response, "Myasthenia gravis",
+                            {"question": "Initial consultation: ptosis."}, base_url=url)  # fmt: skip
+    assert out["score"] == 1.0
+    prompt = state.prompts[-1]
+    assert "assistant: Diagnostic process:\n[reasoning] ptosis worse in the evening" in prompt
+    assert "<request>ice pack test</request><result>positive</result>" in prompt
+    assert "Final diagnosis: \\boxed{Myasthenia gravis}" in prompt
+    vrm.compute_score("evidex/open", response, "Myasthenia gravis", {"question": "Q"},
+                      base_url=url)  # fmt: skip
+    assert "ptosis worse" not in state.prompts[-1]  # other rows: the reasoning is removed
