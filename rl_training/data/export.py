@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from retrieval.errors import InputError
 
-Task = Literal["medcalc", "mcq", "pubmedqa", "cmexam", "cmmlu", "diagnosis"]
+Task = Literal["medcalc", "mcq", "pubmedqa", "cmexam", "cmmlu", "diagnosis", "medquad", "chat"]
 
 BOX = "Put your final answer in \\boxed{}."
 SYSTEM = "You are a careful medical expert. Think step by step, then answer."
@@ -164,6 +164,59 @@ def cmmlu_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                 i += 1
 
 
+def _model_row(source: str, prompt: list[dict[str, str]], reference: str, index: int,
+               split: str, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """An unverifiable row: the verifier scores it against ``reference`` (S3)."""
+    return {
+        "data_source": f"evidex/{source}",
+        "prompt": prompt,
+        "ability": "medical",
+        "reward_model": {"style": "model", "ground_truth": reference},
+        "extra_info": {"split": split, "index": index, **extra},
+    }
+
+
+def medquad_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
+    """MedQuAD's answered consumer-health questions (``question``, ``answer``, ``qtype``,
+    ``focus``, ``url`` per JSON line, .jsonl or .jsonl.gz) as verifier-scored rows whose
+    reference is the NIH/CDC answer."""
+    import gzip
+
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                question, answer = str(item["question"]).strip(), str(item["answer"]).strip()
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InputError(f"{path}:{i + 1}: not a MedQuAD record ({exc})") from None
+            if not question or not answer:
+                continue  # MedQuAD has questions whose answers were withheld
+            yield _model_row("medquad", _chat(question), answer, i, split, question=question,
+                             qtype=item.get("qtype", ""), focus=item.get("focus", ""),
+                             url=item.get("url", ""), qid=item.get("qid", ""))  # fmt: skip
+
+
+def chat_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
+    """Chat records (``{"messages": [...]}`` per line) whose last assistant turn is the
+    reference answer: the prompt is every turn before it; earlier turns are the dialogue
+    history (``extra_info.history``), which the verifier prompt shows."""
+    from retrieval.jsonl import iter_jsonl
+
+    for n, rec in iter_jsonl(path):
+        msgs = [m for m in rec.get("messages") or [] if isinstance(m, dict)]
+        if len(msgs) < 2 or msgs[-1].get("role") != "assistant":
+            raise InputError(f"{path}:{n}: a chat record must end with the assistant's answer")
+        prompt = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs[:-1]]
+        if prompt[-1]["role"] != "user":
+            raise InputError(f"{path}:{n}: the answer must follow a user turn")
+        history = [[m["role"], m["content"]] for m in prompt[:-1] if m["role"] != "system"]
+        yield _model_row(str(rec.get("source") or "chat"), prompt, str(msgs[-1]["content"]),
+                         n - 1, split, question=prompt[-1]["content"], history=history)  # fmt: skip
+
+
 def sft_record(row: dict[str, Any]) -> dict[str, Any]:
     r"""An RL row as an SFT chat record: the prompt plus an assistant turn that reasons with
     the source's own rationale (MedCalc's explanation, PubMedQA's long answer, CMExam's
@@ -178,6 +231,8 @@ def sft_record(row: dict[str, Any]) -> dict[str, Any]:
     why = str(info.get("explanation") or info.get("long_answer") or "").strip()
     answer = row["reward_model"]["ground_truth"]
     reply = f"<think>\n{why}\n</think>\n\nThe answer is \\boxed{{{answer}}}."
+    if row["reward_model"].get("style") == "model":  # an open answer: no box
+        reply = f"<think>\n{why}\n</think>\n\n{answer}"
     return {**row, "messages": [*row["prompt"], {"role": "assistant", "content": reply}]}
 
 
@@ -187,6 +242,8 @@ CONVERTERS = {
     "pubmedqa": pubmedqa_rows,
     "cmexam": cmexam_rows,
     "cmmlu": cmmlu_rows,
+    "medquad": medquad_rows,
+    "chat": chat_rows,
 }
 
 
@@ -212,7 +269,11 @@ def export(task: Task, source: Path, out: Path, split: str = "train", agent: boo
 
         for r in rows:  # parquet needs one type per column: keep extra_info values as strings
             r["extra_info"] = {
-                k: v if (k == "index" and isinstance(v, int)) or k == "tools_kwargs" else str(v)
+                k: v
+                if (k == "index" and isinstance(v, int)) or k == "tools_kwargs"
+                else json.dumps(v, ensure_ascii=False)
+                if k == "history"
+                else str(v)
                 for k, v in r["extra_info"].items()
             }
         pq.write_table(pa.Table.from_pylist(rows), out)

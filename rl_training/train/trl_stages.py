@@ -130,14 +130,15 @@ def _grpo_example(row: RLRow) -> dict[str, Any]:
 
 
 def _reward(stage: str, judge_url: str | None) -> Any:
-    """s2: the length-penalized rule reward; s3: the verifier reward model."""
+    """s2: the length-penalized rule reward; s3: the verifier reward model for open-ended
+    rows, the rule reward for verifiable ones (:mod:`rl_training.rewards.dispatch`)."""
     from rl_training.rewards.length import LengthPenalizedReward
 
     if stage == "s2":
         return LengthPenalizedReward()
     if not judge_url:
         raise ConfigError("s3 needs --judge-url (the verifier's OpenAI-compatible endpoint)")
-    from rl_training.rewards import vrm
+    from rl_training.rewards import dispatch
 
     def vrm_reward(
         completions: list[Any],
@@ -150,7 +151,8 @@ def _reward(stage: str, judge_url: str | None) -> Any:
         for c, rm, src, info in zip(completions, reward_model, data_source, extra_info,
                                     strict=True):  # fmt: skip
             text = c[-1]["content"] if isinstance(c, list) else str(c)
-            score = vrm.compute_score(src, text, rm["ground_truth"], info, base_url=judge_url)
+            score = dispatch.compute_score(src, text, rm["ground_truth"], info,
+                                           base_url=judge_url)  # fmt: skip
             out.append(score["score"])
         return out
 

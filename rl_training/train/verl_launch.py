@@ -72,9 +72,13 @@ VRM_REWARD = [  # later overrides of a key win: this replaces GRPO's rule reward
     "reward.custom_reward_function.path=pkg://rl_training.rewards.vrm",
     "reward.custom_reward_function.name=compute_score",
 ]
+MIXED_REWARD = [  # s3: rule rows keep the rule reward, style-model rows go to the verifier
+    "reward.custom_reward_function.path=pkg://rl_training.rewards.dispatch",
+    "reward.custom_reward_function.name=compute_score",
+]
 STAGE_OVERRIDES: dict[str, list[str]] = {
     "s2": [*GRPO, *LENGTH_PENALTY],
-    "s3": [*GRPO, *LENGTH_PENALTY, *VRM_REWARD],
+    "s3": [*GRPO, *LENGTH_PENALTY, *MIXED_REWARD],
     "s4": [
         *GRPO,
         *LENGTH_PENALTY,

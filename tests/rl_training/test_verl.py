@@ -149,8 +149,11 @@ def test_grpo_stages_compose_and_validate_with_verl(tmp_path: Path, stage: str) 
     assert cfg.data.train_files == [str(data.resolve())]
     launch = (run_dir / "launch.sh").read_text()
     assert "verl.trainer.main_ppo" in launch and "LengthPenaltyRewardManager" in launch
-    if stage == "s3" or judged:
+    if stage == "s3":  # rule rows keep the rule reward; style-model rows go to the verifier
+        assert cfg.reward.custom_reward_function.path == "pkg://rl_training.rewards.dispatch"
+    if judged:
         assert cfg.reward.custom_reward_function.path == "pkg://rl_training.rewards.vrm"
+    if stage == "s3" or judged:
         assert cfg.reward.custom_reward_function.reward_kwargs.base_url == "http://judge:8000/v1"
     else:
         assert cfg.reward.custom_reward_function.path == "pkg://rl_training.rewards.scoring"

@@ -217,8 +217,8 @@ def test_the_s4_verifier_sees_the_diagnostic_process(judge: tuple[str, _Judge]) 
         "<think>ptosis worse in the evening</think><request>ice pack test</request>"
         "<result>positive</result> \\boxed{Myasthenia gravis}"
     )
-    out = vrm.compute_score("evidex/diagnosis", response, "Myasthenia gravis",
-                            {"question": "Initial consultation: ptosis."}, base_url=url)  # fmt: skip
+    info = {"question": "Initial consultation: ptosis."}
+    out = vrm.compute_score("evidex/diagnosis", response, "Myasthenia gravis", info, base_url=url)
     assert out["score"] == 1.0
     prompt = state.prompts[-1]
     assert "assistant: Diagnostic process:\n[reasoning] ptosis worse in the evening" in prompt

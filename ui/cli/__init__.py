@@ -7,18 +7,26 @@
 - :mod:`ui.cli.query_cmd`: ``search``, ``ask``, ``serve-search``, ``config show``;
 - :mod:`ui.cli.clinic_cmd`: ``demo`` (the main job), ``chat``, ``users``, ``feedback``;
 - :mod:`ui.cli.eval_cmd`: ``eval retrieval``, ``eval qa``;
-- :mod:`ui.cli.train_cmd`: ``train export|curate|sft|grpo|plot|merge``.
+- :mod:`ui.cli.train_cmd`: ``train export|curate|sft|grpo|plot|merge``;
+- :mod:`ui.cli.engine_cmd`: the data engine's ``train distill|trace|select``.
 
 Each command parses its options, calls one library function and prints its typed result.
 """
 
 from __future__ import annotations
 
-from ui.cli import clinic_cmd, eval_cmd, ingest_cmd, query_cmd, train_cmd
+from ui.cli import clinic_cmd, engine_cmd, eval_cmd, ingest_cmd, query_cmd, train_cmd
 from ui.cli.app import app
 
 __all__ = ["app", "main"]
-_COMMANDS = (clinic_cmd, eval_cmd, ingest_cmd, query_cmd, train_cmd)  # registered on import
+_COMMANDS = (
+    clinic_cmd,
+    engine_cmd,
+    eval_cmd,
+    ingest_cmd,
+    query_cmd,
+    train_cmd,
+)  # registered on import
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ def train_export(
     task: Annotated[
         str,
         typer.Option(
-            help="medcalc, mcq (MIRAGE file), pubmedqa, cmexam or cmmlu (a CSV or a folder)."
+            help="medcalc, mcq (MIRAGE file), pubmedqa, cmexam, cmmlu (a CSV or a folder), "
+            "diagnosis (AgentClinic cases), medquad (answered questions: verifier-scored) or "
+            "chat (chat records whose last answer is the reference; multi-turn history kept)."
         ),
     ],
     input: Annotated[Path, typer.Option("--input", help="The benchmark file to convert.")],
