@@ -126,3 +126,69 @@ def test_cmmlu_folder_keeps_subjects_and_reports_bad_rows(tmp_path: Path) -> Non
     bad.write_text(",Question,A,B,C,D,Answer\n0,q,a,b,c,d,E\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.csv:2: answer 'E'"):
         list(cmmlu_rows(bad))
+
+
+def test_medquad_rows_are_verifier_scored_with_the_reference_answer(tmp_path: Path) -> None:
+    src = shared_path("guidelines", "medquad", "medquad_answered.jsonl.gz")
+    out = tmp_path / "medquad.parquet"
+    res = CliRunner().invoke(app, ["train", "export", "--task", "medquad", "--input", str(src),
+                                   "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(out).to_pylist()
+    import gzip
+
+    with gzip.open(src, "rt", encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    assert len(rows) > 16000 and rows[0]["data_source"] == "evidex/medquad"
+    assert rows[0]["reward_model"] == {"style": "model", "ground_truth": first["answer"].strip()}
+    assert rows[0]["prompt"][-1] == {"role": "user", "content": first["question"]}
+    assert rows[0]["extra_info"]["question"] == first["question"]
+    sft = tmp_path / "medquad.jsonl"
+    CliRunner().invoke(app, ["train", "export", "--task", "medquad", "--input", str(src),
+                             "--out", str(sft)])  # fmt: skip
+    record = json.loads(sft.read_text("utf-8").split("\n", 1)[0])
+    reply = record["messages"][-1]["content"]
+    assert "\\boxed" not in reply and reply.endswith(first["answer"].strip()[-40:])
+    assert format_filter([record])[1].dropped == {
+        "empty think block": 1
+    }  # distillation or think-tracing must fill the reasoning first
+
+
+def test_chat_records_keep_their_history_for_the_verifier(tmp_path: Path) -> None:
+    src = tmp_path / "chat.jsonl"
+    src.write_text(json.dumps({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "I have a cough."},
+        {"role": "assistant", "content": "For how long?"},
+        {"role": "user", "content": "Three weeks. What test?"},
+        {"role": "assistant", "content": "A chest X-ray."},
+    ]}) + "\n" + json.dumps({"messages": [{"role": "user", "content": "Q"}]}) + "\n")  # fmt: skip
+    out = tmp_path / "chat.parquet"
+    res = CliRunner().invoke(app, ["train", "export", "--task", "chat", "--input", str(src),
+                                   "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 1 and "chat.jsonl:2: a chat record must end with" in res.stderr
+    src.write_text(src.read_text().splitlines()[0] + "\n")
+    res = CliRunner().invoke(app, ["train", "export", "--task", "chat", "--input", str(src),
+                                   "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (row,) = pq.read_table(out).to_pylist()
+    assert row["reward_model"] == {"style": "model", "ground_truth": "A chest X-ray."}
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user"]
+    history = json.loads(row["extra_info"]["history"])
+    assert history == [["user", "I have a cough."], ["assistant", "For how long?"]]
+    from rl_training.rewards import vrm
+
+    item = vrm.item_of({"messages": [*row["prompt"], {"role": "assistant", "content": "x"}],
+                        "reward_model": row["reward_model"]})  # fmt: skip
+    prompt = vrm.render_prompt(item)
+    assert "user: I have a cough.\nassistant: For how long?" in prompt  # the verifier sees it
+    assert "user: Three weeks. What test?" in prompt
+
+
+def test_s3_scores_rule_rows_by_rule_and_open_rows_by_the_verifier() -> None:
+    from rl_training.rewards import dispatch
+
+    assert dispatch.compute_score("evidex/medqa", "\\boxed{B}", "B")["score"] == 1.0
+    with pytest.raises(ValueError, match="no judge"):  # an open row needs the verifier
+        dispatch.compute_score("evidex/medquad", "Gout is arthritis.", "A form of arthritis.",
+                               {"question": "What is gout?"})  # fmt: skip
