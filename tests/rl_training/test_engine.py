@@ -386,3 +386,41 @@ def test_distill_with_the_real_embedded_model(
         req = Request(lines[0]["row"], 0, tuple(lines[0]["prompt"]))
         done, rep = engine.run([req])
     assert rep.requests == 0 and done[(req.row, 0)].text == lines[0]["response"]
+
+
+def test_select_and_trace_with_the_real_embedded_model(
+    llama_server: str, rows: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    config = EngineConfig(base_url=llama_server, model="smollm2", samples=2, concurrency=2,
+                          max_tokens=16, temperature=0.8, timeout_s=120)  # fmt: skip
+    three = tmp_path / "three.parquet"
+    pq.write_table(pq.read_table(rows).slice(0, 3), three)
+    out = tmp_path / "rl.jsonl"
+    report = select(three, out, config)
+    assert report.engine.requests == 6 and not report.engine.failures
+    kept = [json.loads(x) for x in out.read_text().splitlines()] if out.read_text() else []
+    assert report.written == len(kept) and report.written + sum(report.dropped.values()) == 3
+    # the verdicts are the rule reward's on the model's own completions (from the job's cache)
+    db = sqlite3.connect(str(cache_path(out)))
+    table = pq.read_table(three).to_pylist()
+    passes = {}
+    for r in table:
+        key = f"evidex/pubmedqa#{r['extra_info']['index']}"
+        texts = [t for (t,) in db.execute("SELECT text FROM completions WHERE row = ?", (key,))]
+        passes[r["extra_info"]["index"]] = sum(
+            compute_score("evidex/pubmedqa", t, r["reward_model"]["ground_truth"])["acc"]
+            for t in texts
+        )
+    assert report.dropped["all wrong"] == sum(v == 0 for v in passes.values())
+    assert report.dropped["all right"] == sum(v == 2 for v in passes.values())
+    assert [r["extra_info"]["pass_count"] for r in kept] == sorted(
+        v for v in passes.values() if v == 1
+    )
+    answered = tmp_path / "answered.jsonl"
+    answered.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "4"}) + "\n")
+    traced = trace(answered, tmp_path / "traced.jsonl",
+                   EngineConfig(base_url=llama_server, model="smollm2", max_tokens=32,
+                                timeout_s=120))  # fmt: skip
+    assert traced.written + sum(traced.dropped.values()) == 1
