@@ -39,7 +39,7 @@ from retrieval.embedders import Bm25Encoder, SparseVec, load_embedder  # noqa: E
 from retrieval.filters import SearchFilters  # noqa: E402
 from retrieval.index import Index  # noqa: E402
 from retrieval.settings import load_settings  # noqa: E402
-from retrieval.stores.base import PointRecord, StoreInfo  # noqa: E402
+from retrieval.stores.base import PointRecord, StoreInfo, StoreQuery  # noqa: E402
 from retrieval.stores.edge import EdgeStore  # noqa: E402
 from retrieval.types import EvidenceLevel, Source  # noqa: E402
 
@@ -183,14 +183,16 @@ def main() -> None:
                 for dense, sparse in qvecs:
                     t = time.perf_counter()
                     store.query(
-                        dense=dense,
-                        sparse=sparse,
-                        k=10,
-                        mode=mode,
-                        prefetch=50,
-                        rrf_k=60,
-                        conditions=clauses,
-                        fusion=fusion,
+                        StoreQuery(
+                            dense=dense,
+                            sparse=sparse,
+                            k=10,
+                            mode=mode,
+                            prefetch=50,
+                            rrf_k=60,
+                            conditions=clauses,
+                            fusion=fusion,
+                        )
                     )
                     qms.append((time.perf_counter() - t) * 1000)
                 total = [a + b for a, b in zip(embed_ms, qms, strict=True)]

@@ -39,6 +39,7 @@ from retrieval.stores.base import (
     SearchMode,
     StoreError,
     StoreInfo,
+    StoreQuery,
     VectorStore,
 )
 from retrieval.types import Chunk, Document, IndexStats, ScoredPassage, SourceCount
@@ -276,16 +277,22 @@ class Index:
         want = max(k * (per_doc_cap + 1), s.rerank.candidates if reranker else 0, k)
         t0 = time.perf_counter()
         hits = self.store.query(
-            dense=dense,
-            sparse=sparse,
-            learned=learned,
-            k=want,
-            mode=mode,
-            prefetch=max(s.prefetch, want),
-            rrf_k=s.rrf_k,
-            fusion=fusion or s.fusion,
-            conditions=clauses,
-            weights={"dense": s.dense_weight, "bm25": s.sparse_weight, "learned": s.learned_weight},
+            StoreQuery(
+                k=want,
+                mode=mode,
+                dense=dense,
+                sparse=sparse,
+                learned=learned,
+                prefetch=max(s.prefetch, want),
+                rrf_k=s.rrf_k,
+                conditions=clauses,
+                weights={
+                    "dense": s.dense_weight,
+                    "bm25": s.sparse_weight,
+                    "learned": s.learned_weight,
+                },
+                fusion=fusion or s.fusion,
+            )
         )
         timings["query_ms"] = (time.perf_counter() - t0) * 1000
         if not hits:

@@ -331,6 +331,28 @@ class ChatSettings(_Stage):
     )
 
 
+class EngineSettings(_Stage):
+    """The training-data engine's HTTP client (``evidex train distill|trace|select``)."""
+
+    timeout_s: float = Field(1800.0, gt=0, description="Seconds one request may take.")
+    retries: int = Field(
+        4, ge=0, description="Further attempts after a 429/5xx, a timeout or a bad reply."
+    )
+    backoff_s: float = Field(
+        1.0, gt=0, description="First back-off in seconds, doubled on each retry."
+    )
+    rate_limit: float | None = Field(
+        None, gt=0, description="Most requests started per second. Empty: no limit."
+    )
+    request_budget: int | None = Field(
+        None,
+        ge=0,
+        description="Most HTTP requests one run sends (retries included); the rest waits for "
+        "the next run. Empty: no budget.",
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer token for the endpoints.")
+
+
 class Settings(BaseSettings):
     """All evidex settings."""
 
@@ -354,6 +376,7 @@ class Settings(BaseSettings):
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -120,6 +120,35 @@ class PointRecord:
 
 
 @dataclass(frozen=True)
+class StoreQuery:
+    """One query of a store: the query vectors, the mode, and how to fuse and filter."""
+
+    k: int
+    """Hits to return."""
+    mode: SearchMode
+    dense: Sequence[float] | None = None
+    sparse: SparseVec | None = None
+    """The BM25 query."""
+    learned: SparseVec | None = None
+    """The learned-sparse query (BGE-M3), for stores built with one."""
+    prefetch: int = 100
+    """Candidates per branch before fusion."""
+    rrf_k: int = 60
+    conditions: Sequence[Clause] = ()
+    """Filters, all of which must hold."""
+    weights: Mapping[str, float] | None = None
+    """Per-branch RRF weights by vector name (default 1)."""
+    fusion: Fusion = "rrf"
+
+    def branches(self) -> list[tuple[str, Sequence[float] | SparseVec]]:
+        """The (vector name, query vector) pairs this query searches (see :func:`branches`)."""
+        return branches(self.mode, self.dense, self.sparse, self.learned)
+
+    def weights_of(self, names: Sequence[str]) -> list[float]:
+        return [float((self.weights or {}).get(n, 1.0)) for n in names]
+
+
+@dataclass(frozen=True)
 class Hit:
     """A raw store hit."""
 
@@ -175,20 +204,7 @@ class VectorStore(Protocol):
     def point_ids(self, conditions: Sequence[Clause] = ()) -> set[str]:
         """Ids of the points matching all conditions (all points by default)."""
 
-    def query(
-        self,
-        *,
-        dense: Sequence[float] | None,
-        sparse: SparseVec | None,
-        k: int,
-        mode: SearchMode,
-        prefetch: int,
-        rrf_k: int,
-        conditions: Sequence[Clause] = (),
-        learned: SparseVec | None = None,
-        weights: Mapping[str, float] | None = None,
-        fusion: Fusion = "rrf",
-    ) -> list[Hit]:
+    def query(self, request: StoreQuery) -> list[Hit]:
         """Top ``k`` chunks by dense, BM25 or fused hybrid score.
 
         ``fusion`` is reciprocal rank fusion ('rrf', weighted by ``weights``) or Qdrant's

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,13 @@ from retrieval.stores.base import (
     Clause,
     Condition,
     DocState,
-    Fusion,
     Hit,
     Not,
     PointRecord,
-    SearchMode,
     StoreError,
     StoreInfo,
+    StoreQuery,
     attach_parts,
-    branches,
     check_compatible,
     group_doc_states,
 )
@@ -207,24 +205,11 @@ class EdgeStore:
             return set()
         return {str(r.id) for r in self._scroll(conditions, False)}
 
-    def query(
-        self,
-        *,
-        dense: Sequence[float] | None,
-        sparse: SparseVec | None,
-        k: int,
-        mode: SearchMode,
-        prefetch: int,
-        rrf_k: int,
-        conditions: Sequence[Clause] = (),
-        learned: SparseVec | None = None,
-        weights: Mapping[str, float] | None = None,
-        fusion: Fusion = "rrf",
-    ) -> list[Hit]:
+    def query(self, request: StoreQuery) -> list[Hit]:
         if self._shard is None:
             return []
-        flt = _filter(conditions)
-        chosen = branches(mode, dense, sparse, learned)
+        flt = _filter(request.conditions)
+        chosen = request.branches()
         names = [n for n, _ in chosen]
         queries = [
             q.Query.Nearest(
@@ -238,21 +223,24 @@ class EdgeStore:
         if not queries:
             return []
         if len(queries) == 1:
-            req = q.QueryRequest(limit=k, query=queries[0], filter=flt, with_payload=True)
+            req = q.QueryRequest(limit=request.k, query=queries[0], filter=flt, with_payload=True)
             return [
                 Hit(str(p.id), float(p.score), p.payload or {}, {names[0]: float(p.score)})
                 for p in self.shard.query(req)
             ]
-        w = [float((weights or {}).get(n, 1.0)) for n in names]
-        fused_query: Any = q.Fusion.Rrf(k=rrf_k, weights=w) if fusion == "rrf" else q.Fusion.Dbsf()
+        w = request.weights_of(names)
+        fused_query: Any = (
+            q.Fusion.Rrf(k=request.rrf_k, weights=w) if request.fusion == "rrf" else q.Fusion.Dbsf()
+        )
         fused = q.QueryRequest(
-            limit=k,
-            prefetches=[q.Prefetch(query=x, limit=prefetch, filter=flt) for x in queries],
+            limit=request.k,
+            prefetches=[q.Prefetch(query=x, limit=request.prefetch, filter=flt) for x in queries],
             query=fused_query,
             with_payload=True,
         )
         singles = [
-            q.QueryRequest(limit=prefetch, query=x, filter=flt, with_payload=False) for x in queries
+            q.QueryRequest(limit=request.prefetch, query=x, filter=flt, with_payload=False)
+            for x in queries
         ]
         res = self.shard.query_batch(q.QueryBatchRequest([fused, *singles]))
         return attach_parts(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,13 @@ from retrieval.stores.base import (
     Clause,
     Condition,
     DocState,
-    Fusion,
     Hit,
     Not,
     PointRecord,
-    SearchMode,
     StoreError,
     StoreInfo,
+    StoreQuery,
     attach_parts,
-    branches,
     check_compatible,
     group_doc_states,
 )
@@ -209,23 +207,10 @@ class QdrantClientStore:
             return set()
         return {str(r.id) for r in self._scroll(conditions, False)}
 
-    def query(
-        self,
-        *,
-        dense: Sequence[float] | None,
-        sparse: SparseVec | None,
-        k: int,
-        mode: SearchMode,
-        prefetch: int,
-        rrf_k: int,
-        conditions: Sequence[Clause] = (),
-        learned: SparseVec | None = None,
-        weights: Mapping[str, float] | None = None,
-        fusion: Fusion = "rrf",
-    ) -> list[Hit]:
+    def query(self, request: StoreQuery) -> list[Hit]:
         if not self._exists():
             return []
-        flt = _filter(conditions)
+        flt = _filter(request.conditions)
         chosen = [
             (
                 name,
@@ -233,7 +218,7 @@ class QdrantClientStore:
                 if isinstance(v, SparseVec)
                 else list(map(float, v)),
             )
-            for name, v in branches(mode, dense, sparse, learned)
+            for name, v in request.branches()
         ]
         names = [n for n, _ in chosen]
         if not chosen:
@@ -241,25 +226,33 @@ class QdrantClientStore:
         if len(chosen) == 1:
             name, v = chosen[0]
             res = self._client.query_points(
-                self.collection, query=v, using=name, query_filter=flt, limit=k, with_payload=True
+                self.collection,
+                query=v,
+                using=name,
+                query_filter=flt,
+                limit=request.k,
+                with_payload=True,
             )
             return [
                 Hit(str(p.id), float(p.score), p.payload or {}, {name: float(p.score)})
                 for p in res.points
             ]
-        w = [float((weights or {}).get(n, 1.0)) for n in names]
+        w = request.weights_of(names)
         fused = m.QueryRequest(
             prefetch=[
-                m.Prefetch(query=v, using=name, limit=prefetch, filter=flt) for name, v in chosen
+                m.Prefetch(query=v, using=name, limit=request.prefetch, filter=flt)
+                for name, v in chosen
             ],
-            query=m.RrfQuery(rrf=m.Rrf(k=rrf_k, weights=w))
-            if fusion == "rrf"
+            query=m.RrfQuery(rrf=m.Rrf(k=request.rrf_k, weights=w))
+            if request.fusion == "rrf"
             else m.FusionQuery(fusion=m.Fusion.DBSF),
-            limit=k,
+            limit=request.k,
             with_payload=True,
         )
         singles = [
-            m.QueryRequest(query=v, using=name, filter=flt, limit=prefetch, with_payload=False)
+            m.QueryRequest(
+                query=v, using=name, filter=flt, limit=request.prefetch, with_payload=False
+            )
             for name, v in chosen
         ]
         out = self._client.query_batch_points(self.collection, requests=[fused, *singles])

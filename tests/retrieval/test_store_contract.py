@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from retrieval.embedders import Bm25Encoder
-from retrieval.stores.base import Condition, Fusion, PointRecord, StoreError, StoreInfo, VectorStore
+from retrieval.stores.base import (
+    Condition,
+    Fusion,
+    PointRecord,
+    StoreError,
+    StoreInfo,
+    StoreQuery,
+    VectorStore,
+)
 from retrieval.stores.edge import EdgeStore
 from retrieval.stores.qdrant import QdrantClientStore
 
@@ -118,23 +126,25 @@ def test_upsert_is_idempotent_and_delete_by_doc(store: VectorStore) -> None:
 def test_dense_sparse_and_hybrid_queries(store: VectorStore) -> None:
     target = _points("pmid:2")[0]
     kw = dict(k=3, prefetch=10, rrf_k=60)
-    dense = store.query(dense=target.dense, sparse=None, mode="dense", **kw)
+    dense = store.query(StoreQuery(dense=target.dense, sparse=None, mode="dense", **kw))
     assert dense[0].id == target.id and dense[0].score == pytest.approx(1.0, abs=1e-4)
     sparse = store.query(
-        dense=None, sparse=BM25.embed_query("metformin diabetes"), mode="sparse", **kw
+        StoreQuery(dense=None, sparse=BM25.embed_query("metformin diabetes"), mode="sparse", **kw)
     )
     assert {h.payload["doc_id"] for h in sparse} == {"pmid:2"}
     hybrid = store.query(
-        dense=target.dense, sparse=BM25.embed_query("metformin"), mode="hybrid", **kw
+        StoreQuery(dense=target.dense, sparse=BM25.embed_query("metformin"), mode="hybrid", **kw)
     )
     assert hybrid[0].id == target.id
     assert hybrid[0].payload["text"].startswith("Metformin")
     filtered = store.query(
-        dense=target.dense,
-        sparse=BM25.embed_query("metformin"),
-        mode="hybrid",
-        conditions=[Condition("source", any=("guideline",))],
-        **kw,
+        StoreQuery(
+            dense=target.dense,
+            sparse=BM25.embed_query("metformin"),
+            mode="hybrid",
+            conditions=[Condition("source", any=("guideline",))],
+            **kw,
+        )
     )
     assert filtered and {h.payload["source"] for h in filtered} == {"guideline"}
 
@@ -150,7 +160,9 @@ def test_same_results_on_every_backend(tmp_path: Path, fusion: Fusion) -> None:
         for d in DOCS:
             s.upsert(_points(d))
         hits = s.query(
-            dense=q, sparse=sparse, k=6, mode="hybrid", prefetch=10, rrf_k=60, fusion=fusion
+            StoreQuery(
+                dense=q, sparse=sparse, k=6, mode="hybrid", prefetch=10, rrf_k=60, fusion=fusion
+            )
         )
         results.append([h.id for h in hits])
         s.close()

@@ -205,8 +205,8 @@ def test_a_teacher_that_is_down_stops_with_its_name_and_keeps_the_rest(
     with pytest.raises(ServiceError, match=f"the endpoint {url} is unreachable"):
         distill(rows, tmp_path / "c.jsonl", cfg(url, samples=1, retries=1, unreachable_after=4))
     res = CliRunner().invoke(app, ["train", "distill", "--input", str(rows), "--teacher-url",
-                                   url, "--out", str(tmp_path / "c.jsonl"), "--samples", "1",
-                                   "--retries", "0"])  # fmt: skip
+                                   url, "--out", str(tmp_path / "c.jsonl"), "--samples", "1"],
+                             env={"EVIDEX_ENGINE__RETRIES": "0"})  # fmt: skip
     assert res.exit_code == 1 and "is unreachable" in res.stderr and "Traceback" not in res.output
 
 
@@ -364,15 +364,23 @@ def test_the_ray_data_path_gives_the_same_records(
     assert again.engine.cached == 12 and again.engine.requests == 0
 
 
+def _smollm2(url: str, max_tokens: int) -> EngineConfig:
+    return EngineConfig(base_url=url, model="smollm2", samples=2, concurrency=2,
+                        max_tokens=max_tokens, temperature=0.8, timeout_s=120)  # fmt: skip
+
+
+def _first(rows: Path, n: int, tmp_path: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / f"first{n}.parquet"
+    pq.write_table(pq.read_table(rows).slice(0, n), out)
+    return out
+
+
 def test_distill_with_the_real_embedded_model(
     llama_server: str, rows: Path, tmp_path: Path
 ) -> None:
-    config = EngineConfig(base_url=llama_server, model="smollm2", samples=2, concurrency=2,
-                          max_tokens=24, temperature=0.8, timeout_s=120)  # fmt: skip
-    import pyarrow.parquet as pq
-
-    two = tmp_path / "two.parquet"
-    pq.write_table(pq.read_table(rows).slice(0, 2), two)
+    config, two = _smollm2(llama_server, 24), _first(rows, 2, tmp_path)
     out = tmp_path / "c.jsonl"
     report = distill(two, out, config)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -393,10 +401,7 @@ def test_select_and_trace_with_the_real_embedded_model(
 ) -> None:
     import pyarrow.parquet as pq
 
-    config = EngineConfig(base_url=llama_server, model="smollm2", samples=2, concurrency=2,
-                          max_tokens=16, temperature=0.8, timeout_s=120)  # fmt: skip
-    three = tmp_path / "three.parquet"
-    pq.write_table(pq.read_table(rows).slice(0, 3), three)
+    config, three = _smollm2(llama_server, 16), _first(rows, 3, tmp_path)
     out = tmp_path / "rl.jsonl"
     report = select(three, out, config)
     assert report.engine.requests == 6 and not report.engine.failures

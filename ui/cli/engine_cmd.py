@@ -1,6 +1,8 @@
-"""``evidex train distill|trace|select``: the data engine's jobs (rl_training.data.generate)."""
+"""``evidex train distill|trace|select``: the data engine's jobs (rl_training.data.generate).
 
-from __future__ import annotations
+The endpoint client's own knobs (timeout, retries, back-off, rate limit, request budget, API
+key) are the ``[engine]`` settings (``--config``, or ``EVIDEX_ENGINE__REQUEST_BUDGET=...``).
+"""
 
 import json
 from pathlib import Path
@@ -8,109 +10,95 @@ from typing import Annotated, Any
 
 import typer
 
-from ui.cli.app import JsonOpt, command, err, out, train_app
+from ui.cli.app import ConfigOpt, JsonOpt, command, err, load, out, train_app
 
 InputOpt = Annotated[Path, typer.Option("--input", help="Rows from evidex train export.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output file (resumable: re-run to go on).")]
-Samples = Annotated[int, typer.Option("--samples", help="Completions per row (N).")]
 Concurrency = Annotated[int, typer.Option(help="Requests in flight at once.")]
 Temperature = Annotated[float, typer.Option(help="Sampling temperature.")]
 MaxTokens = Annotated[int, typer.Option(help="Most tokens per completion.")]
-Timeout = Annotated[float, typer.Option("--timeout", help="Seconds one request may take.")]
-Retries = Annotated[int, typer.Option(help="Retries of a request (429, 5xx, bad replies).")]
-RateLimit = Annotated[
-    float | None, typer.Option("--rate-limit", help="Most requests started per second.")
-]
-RequestBudget = Annotated[
-    int | None,
-    typer.Option("--request-budget", help="Most HTTP requests this run (the rest waits)."),
-]
 Engine = Annotated[str, typer.Option("--engine", help="local (threads) or ray (Ray Data).")]
-ApiKey = Annotated[
-    str | None, typer.Option(envvar="EVIDEX_ENGINE_API_KEY", help="Bearer token (or env var).")
-]
 
 
-def _config(url: str, model: str, **values: Any) -> Any:
+def _run(job: str, config: Path | None, as_json: bool, source: Path, dest: Path,
+         url: str, model: str, **options: Any) -> None:  # fmt: skip
+    """Build the engine's config from the options and the ``[engine]`` settings, run the
+    job, print its report; exit 3 when some completions failed or wait for the next run."""
+    from rl_training.data import generate
     from rl_training.data.engine import EngineConfig
 
-    return EngineConfig(base_url=url, model=model, **values)
-
-
-def _finish(report: Any, as_json: bool) -> None:
+    s = load(config).engine
+    engine = options.pop("engine")
+    extra = {k: options.pop(k) for k in ("budget", "judge_url", "judge_model") if k in options}
+    cfg = EngineConfig(base_url=url, model=model, timeout_s=s.timeout_s, retries=s.retries,
+                       backoff_s=s.backoff_s, rate_limit=s.rate_limit,
+                       request_budget=s.request_budget,
+                       api_key=s.api_key.get_secret_value() if s.api_key else None,
+                       **options)  # fmt: skip
+    report = getattr(generate, job)(source, dest, cfg, engine=engine, **extra)
     if as_json:
         out.print_json(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
         err.print(str(report), highlight=False)
-    for f in report.engine.failures[:10]:
-        err.print(f"[yellow]failed[/] {f}", highlight=False)
-    for p in report.skipped_rows[:10]:
-        err.print(f"[yellow]skipped[/] {p}", highlight=False)
+    for line in [*report.engine.failures[:10], *report.skipped_rows[:10]]:
+        err.print(f"[yellow]skipped[/] {line}", highlight=False)
     if report.engine.failures or report.engine.pending:
         err.print("[yellow]re-run the same command to retry the rest[/]")
         raise typer.Exit(3)
 
 
-@command(train_app, "distill")
-def train_distill(
-    input: InputOpt,
-    teacher_url: Annotated[str, typer.Option(help="The teacher's OpenAI-compatible endpoint.")],
-    out_file: OutOpt,
-    teacher_model: Annotated[str, typer.Option(help="Teacher model name (e.g. DeepSeek-R1).")] = (
-        "default"
-    ),
-    samples: Samples = 4,
-    concurrency: Concurrency = 8,
-    temperature: Temperature = 0.6,
-    max_tokens: MaxTokens = 16384,
-    timeout: Timeout = 1800.0,
-    retries: Retries = 4,
-    rate_limit: RateLimit = None,
-    request_budget: RequestBudget = None,
-    engine: Engine = "local",
-    api_key: ApiKey = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Long-CoT candidates from a teacher: N per row, each scored by the rule reward when the
-    row is verifiable (the report's distillation from DeepSeek-R1)."""
-    from rl_training.data.generate import distill
+def _generation_command(
+    name: str, role: str, doc: str, input_help: str, samples_help: str, default_samples: int,
+    default_max_tokens: int,
+) -> None:  # fmt: skip
+    """Register ``evidex train distill`` / ``trace`` (they share one shape; ``role`` names
+    the endpoint's options: ``--teacher-url``, ``--tracer-url``, ...)."""
 
-    cfg = _config(teacher_url, teacher_model, samples=samples, concurrency=concurrency,
-                  temperature=temperature, max_tokens=max_tokens, timeout_s=timeout,
-                  retries=retries, rate_limit=rate_limit, request_budget=request_budget,
-                  api_key=api_key, require_think=True)  # fmt: skip
-    _finish(distill(input, out_file, cfg, engine=engine), as_json)
+    def job(
+        input: Annotated[Path, typer.Option("--input", help=input_help)],
+        url: Annotated[
+            str, typer.Option(f"--{role}-url", help=f"The {role}'s OpenAI-compatible endpoint.")
+        ],
+        out_file: OutOpt,
+        model: Annotated[str, typer.Option(f"--{role}-model", help=f"The {role} model name.")] = (
+            "default"
+        ),
+        samples: Annotated[int, typer.Option("--samples", help=samples_help)] = default_samples,
+        concurrency: Concurrency = 8,
+        temperature: Temperature = 0.6,
+        max_tokens: MaxTokens = default_max_tokens,
+        engine: Engine = "local",
+        config: ConfigOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        _run(name, config, as_json, input, out_file, url, model, samples=samples,
+             concurrency=concurrency, temperature=temperature, max_tokens=max_tokens,
+             engine=engine, require_think=True)  # fmt: skip
+
+    job.__doc__ = doc
+    command(train_app, name)(job)
 
 
-@command(train_app, "trace")
-def train_trace(
-    input: Annotated[
-        Path, typer.Option("--input", help="Answered records: question+answer, chat or rows.")
-    ],
-    tracer_url: Annotated[str, typer.Option(help="The tracer's OpenAI-compatible endpoint.")],
-    out_file: OutOpt,
-    tracer_model: Annotated[str, typer.Option(help="Tracer model name.")] = "default",
-    samples: Annotated[int, typer.Option("--samples", help="Tries per record.")] = 1,
-    concurrency: Concurrency = 8,
-    temperature: Temperature = 0.6,
-    max_tokens: MaxTokens = 8192,
-    timeout: Timeout = 1800.0,
-    retries: Retries = 4,
-    rate_limit: RateLimit = None,
-    request_budget: RequestBudget = None,
-    engine: Engine = "local",
-    api_key: ApiKey = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Think-Tracing: the chain of thought that reaches each record's given answer; traces
-    whose final answer differs are dropped."""
-    from rl_training.data.generate import trace
-
-    cfg = _config(tracer_url, tracer_model, samples=samples, concurrency=concurrency,
-                  temperature=temperature, max_tokens=max_tokens, timeout_s=timeout,
-                  retries=retries, rate_limit=rate_limit, request_budget=request_budget,
-                  api_key=api_key, require_think=True)  # fmt: skip
-    _finish(trace(input, out_file, cfg, engine=engine), as_json)
+_generation_command(
+    "distill",
+    "teacher",
+    "Long-CoT candidates from a teacher: N per row, each scored by the rule reward when the "
+    "row is verifiable (the report's distillation from DeepSeek-R1).",
+    "Rows from evidex train export.",
+    "Candidates per row (N).",
+    4,
+    16384,
+)
+_generation_command(
+    "trace",
+    "tracer",
+    "Think-Tracing: the chain of thought that reaches each record's given answer; traces "
+    "whose final answer differs are dropped.",
+    "Answered records: question+answer, chat or rows.",
+    "Tries per record.",
+    1,
+    8192,
+)
 
 
 @command(train_app, "select")
@@ -119,33 +107,24 @@ def train_select(
     policy_url: Annotated[str, typer.Option(help="The (SFT) policy's endpoint.")],
     out_file: Annotated[Path, typer.Option("--out", help="RL rows (.parquet or .jsonl).")],
     policy_model: Annotated[str, typer.Option(help="Policy model name.")] = "default",
-    samples: Samples = 8,
+    samples: Annotated[int, typer.Option("--samples", help="Responses per question (N).")] = 8,
     budget: Annotated[
         int | None, typer.Option("--budget", help="Keep at most K rows (the hardest first).")
     ] = None,
     judge_url: Annotated[
-        str | None, typer.Option(help="The verifier for rows the rules cannot score.")
+        str | None, typer.Option(help="The verifier, for rows the rules cannot score.")
     ] = None,
     judge_model: Annotated[str, typer.Option(help="Verifier model name.")] = "default",
     concurrency: Concurrency = 8,
     temperature: Temperature = 1.0,
     max_tokens: MaxTokens = 8192,
-    timeout: Timeout = 1800.0,
-    retries: Retries = 4,
-    rate_limit: RateLimit = None,
-    request_budget: RequestBudget = None,
     engine: Engine = "local",
-    api_key: ApiKey = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """RL data selection: N policy responses per question; questions answered all right or
     all wrong are dropped; the rest ordered from the fewest correct to the most."""
-    from rl_training.data.generate import select
-
-    cfg = _config(policy_url, policy_model, samples=samples, concurrency=concurrency,
-                  temperature=temperature, max_tokens=max_tokens, timeout_s=timeout,
-                  retries=retries, rate_limit=rate_limit, request_budget=request_budget,
-                  api_key=api_key)  # fmt: skip
-    report = select(input, out_file, cfg, budget=budget, judge_url=judge_url,
-                    judge_model=judge_model, engine=engine)  # fmt: skip
-    _finish(report, as_json)
+    _run("select", config, as_json, input, out_file, policy_url, policy_model,
+         samples=samples, concurrency=concurrency, temperature=temperature,
+         max_tokens=max_tokens, engine=engine, budget=budget, judge_url=judge_url,
+         judge_model=judge_model)  # fmt: skip
