@@ -29,11 +29,20 @@ def compute_score(
     solution_str: str,
     ground_truth: Any,
     extra_info: Mapping[str, Any] | None = None,
+    style: str | None = None,
     **judge: Any,
 ) -> dict[str, Any]:
     """verl ``custom_reward_function``: the rule reward for verifiable tasks, else the
     verifier (``judge``: ``base_url``, ``model``, ``cache_dir`` or verl's
-    ``reward_router_address``, as :func:`rl_training.rewards.vrm.compute_score` takes)."""
+    ``reward_router_address``, as :func:`rl_training.rewards.vrm.compute_score` takes).
+
+    ``style`` is the row's ``reward_model.style`` where the caller sees it (TRL does; verl
+    hands its reward function no style, so there the data source decides): ``model`` rows go
+    to the verifier, ``rule`` rows of a verifiable task keep the rule reward."""
+    if style == "model":
+        from rl_training.rewards import vrm
+
+        return vrm.compute_score(data_source, solution_str, ground_truth, extra_info, **judge)
     if is_rule_task(data_source):
         return scoring.compute_score(data_source, solution_str, ground_truth, extra_info)
     from rl_training.rewards import vrm

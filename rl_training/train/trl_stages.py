@@ -152,7 +152,7 @@ def _reward(stage: str, judge_url: str | None) -> Any:
                                     strict=True):  # fmt: skip
             text = c[-1]["content"] if isinstance(c, list) else str(c)
             score = dispatch.compute_score(src, text, rm["ground_truth"], info,
-                                           base_url=judge_url)  # fmt: skip
+                                           style=rm.get("style"), base_url=judge_url)  # fmt: skip
             out.append(score["score"])
         return out
 

@@ -192,3 +192,6 @@ def test_s3_scores_rule_rows_by_rule_and_open_rows_by_the_verifier() -> None:
     with pytest.raises(ValueError, match="no judge"):  # an open row needs the verifier
         dispatch.compute_score("evidex/medquad", "Gout is arthritis.", "A form of arthritis.",
                                {"question": "What is gout?"})  # fmt: skip
+    with pytest.raises(ValueError, match="no judge"):  # so does a style-model row
+        dispatch.compute_score("evidex/diagnosis", "\\boxed{MG}", "MG", {}, style="model")
+    assert dispatch.compute_score("evidex/diagnosis", "\\boxed{MG}", "MG", {})["score"] == 1.0
