@@ -167,10 +167,11 @@ def repetition_filter(
 
 
 def select_for_rl(
-    rewards: Mapping[str, Sequence[float]], budget: int, correct: float = 1.0
+    rewards: Mapping[str, Sequence[float]], budget: int | None = None, correct: float = 1.0
 ) -> tuple[list[str], StepReport]:
-    """Questions worth RL: drop those answered all right or all wrong by the N samples, order
-    by pass rate from lowest to highest, take ``budget``.
+    """Questions worth RL (the report's selection): drop those answered all right or all
+    wrong by the N samples, order from the lowest pass rate to the highest (ties keep the
+    input order), take ``budget`` (all when None).
 
     >>> ids, rep = select_for_rl({"a": [1, 1], "b": [0, 1, 1], "c": [0, 0], "d": [1, 0, 0]}, 5)
     >>> ids, dict(rep.dropped)
@@ -178,16 +179,17 @@ def select_for_rl(
     """
     rep = StepReport("rl-selection")
     scored = []
-    for qid, rs in rewards.items():
+    for order, (qid, rs) in enumerate(rewards.items()):
         passes = sum(1 for x in rs if x >= correct)
         if not rs or passes == 0:
             rep.dropped["all wrong"] += 1
         elif passes == len(rs):
             rep.dropped["all correct"] += 1
         else:
-            scored.append((passes / len(rs), qid))
+            scored.append((passes / len(rs), order, qid))
     scored.sort()
-    chosen = [q for _, q in scored[:budget]]
+    budget = len(scored) if budget is None else budget
+    chosen = [q for _, _, q in scored[:budget]]
     rep.dropped["over budget"] += max(0, len(scored) - budget)
     rep.dropped = +rep.dropped  # drop zero counts
     rep.kept = len(chosen)

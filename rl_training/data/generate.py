@@ -26,6 +26,7 @@ from typing import Any
 from retrieval.errors import ConfigError, InputError
 from retrieval.jsonl import read_jsonl, write_jsonl
 from rl_training.data.engine import BatchEngine, Completion, EngineConfig, EngineReport, Request
+from rl_training.data.filters import select_for_rl
 from rl_training.data.rows import RLRow, read_rows
 from rl_training.rewards.extract import last_boxed, strip_reasoning
 
@@ -289,29 +290,27 @@ def select(
 
         judge = VerifierRewardModel(VRMConfig(base_url=judge_url, model=judge_model,
                                               cache_dir=out.parent))  # fmt: skip
-    kept: list[tuple[int, int, dict[str, Any]]] = []
-    dropped = {"all right": 0, "all wrong": 0, "incomplete": 0}
-    for pos, (key, row) in enumerate(rows):
+    rewards: dict[str, list[float]] = {}
+    incomplete = 0
+    for key, row in rows:
         texts = [done[(key, s)].text for s in range(config.samples) if (key, s) in done]
         if len(texts) < config.samples:
-            dropped["incomplete"] += 1  # a re-run completes it
+            incomplete += 1  # a re-run completes it
             continue
-        passed = sum(_correct(row, t, judge) for t in texts)
-        if passed == config.samples:
-            dropped["all right"] += 1
-            continue
-        if passed == 0:
-            dropped["all wrong"] += 1
-            continue
-        verl = row.to_verl()
-        verl["extra_info"] = {**verl["extra_info"], "pass_count": passed,
+        rewards[key] = [float(_correct(row, t, judge)) for t in texts]
+    chosen, step = select_for_rl(rewards, budget)
+    by_key = dict(rows)
+    records = []
+    for key in chosen:
+        verl = by_key[key].to_verl()
+        verl["extra_info"] = {**verl["extra_info"], "pass_count": int(sum(rewards[key])),
                               "samples": config.samples}  # fmt: skip
-        kept.append((passed, pos, verl))
-    kept.sort(key=lambda x: (x[0], x[1]))  # from the lowest number correct to the highest
-    chosen = [v for _, _, v in kept][:budget] if budget else [v for _, _, v in kept]
-    if budget and len(kept) > budget:
-        dropped["over the budget"] = len(kept) - budget
-    return JobReport(report, _write(out, chosen), problems, dropped, out=out)
+        records.append(verl)
+    dropped = {"all right": step.dropped["all correct"], "all wrong": step.dropped["all wrong"],
+               "incomplete": incomplete}  # fmt: skip
+    if step.dropped["over budget"]:
+        dropped["over the budget"] = step.dropped["over budget"]
+    return JobReport(report, _write(out, records), problems, dropped, out=out)
 
 
 def _correct(row: RLRow, text: str, judge: Any) -> bool:
