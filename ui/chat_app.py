@@ -19,8 +19,9 @@ from typing import Any
 
 import streamlit as st
 
-from answer import REVIEW_NOTICE, Answer, AnswerError, Assistant
+from answer import REVIEW_NOTICE, Answer, Assistant
 from answer.patient import Patient, PatientError, load_patient
+from retrieval.errors import EvidexError
 from retrieval.settings import Settings, SettingsError, load_settings
 from retrieval.types import EvidenceLevel, Source
 from ui import chat_view as view
@@ -301,7 +302,7 @@ def _feedback_form(answer: Answer, user: str, settings: Settings) -> None:
         _, db, audit_path = _paths(settings)
         try:
             FeedbackStore(db).record(answer, user, RATINGS[rating], comment, correction)
-        except ValueError as exc:
+        except EvidexError as exc:
             st.warning(str(exc))
             return
         audit(audit_path, user, "feedback", answer_id=answer.answer_id, rating=RATINGS[rating])
@@ -312,7 +313,7 @@ def _feedback_form(answer: Answer, user: str, settings: Settings) -> None:
 def _ask(question: str, options: dict[str, Any], user: str, settings: Settings) -> None:
     try:
         assistant, lock = _assistant()
-    except (AnswerError, SettingsError) as exc:
+    except EvidexError as exc:  # no index, bad settings, a model that cannot load
         st.error(f"evidex cannot answer yet: {exc}")
         return
     audit_path = _paths(settings)[2]
@@ -331,7 +332,10 @@ def _ask(question: str, options: dict[str, Any], user: str, settings: Settings) 
                     else:
                         draft += piece
                         placeholder.markdown(draft + " ▌")
-    except Exception as exc:  # never a traceback in front of a clinician
+    except EvidexError as exc:  # an expected failure: its message says what to do
+        placeholder.error(f"The question was not answered: {exc}")
+        return
+    except Exception as exc:  # a bug; still never a traceback in front of a clinician
         log.exception("answering failed")
         placeholder.error(
             f"Something went wrong while answering ({type(exc).__name__}: {exc}). The question "
