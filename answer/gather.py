@@ -111,6 +111,34 @@ def retrieve(
     return out
 
 
+def drop_retracted(by_sub: Evidence) -> tuple[Evidence, list[ScoredPassage]]:
+    """The evidence without retracted records, and the retracted passages left out (one per
+    document)."""
+    left: dict[str, ScoredPassage] = {}
+    kept: Evidence = {}
+    for sub, cands in by_sub.items():
+        kept[sub] = [c for c in cands if not c.passage.retracted]
+        for c in cands:
+            if c.passage.retracted:
+                left.setdefault(c.passage.doc_id, c.passage)
+    return kept, list(left.values())
+
+
+def retraction_warning(p: ScoredPassage) -> str:
+    """Why a retrieved record was left out.
+
+    >>> from retrieval.types import Notice
+    >>> p = ScoredPassage(chunk_id="c", doc_id="pmid:1", pmid="1", text="t", source="pubmed",
+    ...                   score=1.0, retracted=True, notices=(Notice(kind="RetractionIn",
+    ...                   pmid="9", source="Lancet. 2020"),))
+    >>> retraction_warning(p)
+    'PMID 1 was retrieved but left out: it is retracted (Retraction in PMID 9 (Lancet. 2020))'
+    """
+    why = "; ".join(n.label() for n in p.notices if n.kind.startswith("Retraction"))
+    who = f"PMID {p.pmid}" if p.pmid else p.doc_id
+    return f"{who} was retrieved but left out: it is retracted{f' ({why})' if why else ''}"
+
+
 def has_evidence(cands: Sequence[Candidate], min_relevance: float) -> bool:
     return any(c.relevance >= min_relevance for c in cands)
 

@@ -266,6 +266,9 @@ class Assistant:
                     by_sub.setdefault(parent, []).extend(found.get(sub.id, []))
         except StoreError as exc:
             raise AnswerError(str(exc)) from exc
+        if a.exclude_retracted:  # retracted evidence is never cited
+            by_sub, left_out = gather.drop_retracted(by_sub)
+            run.warnings.extend(gather.retraction_warning(p) for p in left_out)
         selected = gather.select(by_sub, a.max_sources)
         run.timings["retrieve"] = _ms(t0)
 
@@ -368,6 +371,9 @@ class Assistant:
                 section=p.section,
                 evidence_level=p.evidence_level,
                 cited=n in cited,
+                status=p.status,
+                retracted=p.retracted,
+                notices=p.notices,
             )
             for n, p in enumerate(passages, 1)
         )

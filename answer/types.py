@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.types import Plan
-from retrieval.types import ScoredPassage
+from retrieval.types import Notice, ScoredPassage
 
 REVIEW_NOTICE = (
     "Decision support only: a licensed clinician must review this answer and its sources "
@@ -35,6 +35,9 @@ class Reference(_Frozen):
     section: str = Field("", description="Section of the passage.")
     evidence_level: str = Field(description="Evidence level of the document.")
     cited: bool = Field(False, description="Whether the final answer cites it.")
+    status: str = Field("current", description="PubMed's notices: current, retracted, ...")
+    retracted: bool = Field(False, description="A retracted record (never cited).")
+    notices: tuple[Notice, ...] = Field((), description="Retractions, errata, concerns.")
 
     def label(self) -> str:
         """'PMID 123', 'DOI ...', or the document id."""

@@ -42,6 +42,9 @@ class SearchFilters(BaseModel):
     patient_sex: Literal["female", "male"] | None = Field(
         None, description="Drop guidelines meant for the other sex only."
     )
+    exclude_retracted: bool = Field(
+        False, description="Drop retracted records (PubMed's 'Retracted Publication')."
+    )
 
     @model_validator(mode="after")
     def _years_in_order(self) -> SearchFilters:
@@ -68,6 +71,8 @@ class SearchFilters(BaseModel):
         ):
             if values:
                 out.append(Condition(key, any=tuple(values)))
+        if self.exclude_retracted:
+            out.append(Not(Condition("status", any=("retracted",))))
         patient: list[Clause] = []
         if self.patient_age is not None:
             patient.append(Condition("applies_age_min", lte=self.patient_age))

@@ -90,7 +90,11 @@ def chunk_payload(doc: Document, chunk: Chunk) -> dict[str, Any]:
         "url": doc.url,
         "evidence_level": doc.evidence_level.value,
         "evidence_rank": doc.evidence_level.rank,
-        "extra": dict(doc.extra),
+        "extra": {k: v for k, v in doc.extra.items() if k != "notices"},
+        # PubMed's notices (retractions, errata, expressions of concern); status is filterable.
+        "status": str(doc.extra.get("status") or "current"),
+        "retracted": bool(doc.extra.get("retracted")),
+        "notices": list(doc.extra.get("notices") or []),  # type: ignore[arg-type]
         # Who a guideline applies to, with explicit defaults so that filters can test them.
         "applies_age_min": _num(doc.extra.get("age_min"), 0.0),
         "applies_age_max": _num(doc.extra.get("age_max"), 200.0),
@@ -374,3 +378,9 @@ class Index:
 
     def close(self) -> None:
         self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from retrieval.errors import InputError
-from retrieval.types import EvidenceLevel, ScoredPassage
+from retrieval.types import EvidenceLevel, Notice, ScoredPassage
 
 if TYPE_CHECKING:
     from retrieval.rerankers import Reranker
@@ -201,6 +201,9 @@ def passage(h: Hit, score: float, parts: dict[str, float]) -> ScoredPassage:
         url=p.get("url"),
         evidence_level=str(p.get("evidence_level") or "other"),
         chunk_index=p.get("chunk_index"),
+        status=str(p.get("status") or "current"),
+        retracted=bool(p.get("retracted")),
+        notices=tuple(Notice.model_validate(n) for n in p.get("notices") or ()),
     )
 
 

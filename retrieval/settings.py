@@ -300,6 +300,11 @@ class AnswerSettings(_Stage):
     show_reasoning: bool = Field(
         False, description="Keep a reasoning model's <think> text in the answer object."
     )
+    exclude_retracted: bool = Field(
+        True,
+        description="Never cite a retracted record (PubMed's 'Retracted Publication' or a "
+        "retraction notice): when one is retrieved, the answer leaves it out and says why.",
+    )
     verify: VerifySettings = Field(default_factory=VerifySettings)
 
 

@@ -72,9 +72,10 @@ class Document(_Frozen):
     mesh_terms: tuple[str, ...] = Field((), description="MeSH descriptor names.")
     url: str | None = Field(None, description="Where a reader can open the source.")
     evidence_level: EvidenceLevel = Field(EvidenceLevel.OTHER, description="Derived level.")
-    extra: dict[str, str | int | float | bool | list[str] | None] = Field(
+    extra: dict[str, str | int | float | bool | list[str] | list[dict[str, str]] | None] = Field(
         default_factory=dict,
-        description="Source-specific metadata kept for filters (guideline grade, ages, sex).",
+        description="Source-specific metadata kept for filters (guideline grade, ages, sex; "
+        "PubMed's notices: status, retracted, notices).",
     )
 
     @property
@@ -107,6 +108,28 @@ class Chunk(_Frozen):
     content_hash: str = Field(description="Content hash of the whole document.")
 
 
+class Notice(_Frozen):
+    """A PubMed notice on a record: a retraction, an erratum, an expression of concern."""
+
+    kind: str = Field(description="RetractionIn, RetractionOf, ErratumIn, ExpressionOfConcernIn…")
+    pmid: str = Field("", description="The notice's PMID (or the record's it is about).")
+    source: str = Field("", description="Where the notice was published, as PubMed cites it.")
+
+    def label(self) -> str:
+        """``Retraction in PMID 33333333 (Lancet. 2020;395:1820)``.
+
+        >>> Notice(kind="RetractionIn", pmid="1", source="Lancet. 2020").label()
+        'Retraction in PMID 1 (Lancet. 2020)'
+        """
+        words = {"RetractionIn": "Retraction in", "RetractionOf": "Retraction of",
+                 "ErratumIn": "Erratum in", "ErratumFor": "Erratum for",
+                 "ExpressionOfConcernIn": "Expression of concern in",
+                 "ExpressionOfConcernFor": "Expression of concern for",
+                 "UpdateIn": "Updated in", "UpdateOf": "Update of"}  # fmt: skip
+        where = f" ({self.source})" if self.source else ""
+        return f"{words.get(self.kind, self.kind)} PMID {self.pmid or '?'}{where}"
+
+
 class ScoredPassage(_Frozen):
     """A search hit: a chunk with its document's metadata and its score."""
 
@@ -130,6 +153,13 @@ class ScoredPassage(_Frozen):
     merged_chunk_ids: tuple[str, ...] = Field(
         (), description="Neighbouring chunks of the same document merged into this passage."
     )
+    status: str = Field(
+        "current",
+        description="PubMed's notices on the record: current, retracted, concern (an "
+        "expression of concern), corrected (an erratum or update) or notice (it is one).",
+    )
+    retracted: bool = Field(False, description="The record is retracted: never cite it.")
+    notices: tuple[Notice, ...] = Field((), description="The notices, with PMID and source.")
 
 
 class SourceCount(_Frozen):

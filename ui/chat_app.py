@@ -251,7 +251,8 @@ def _render_answer(answer: Answer) -> None:
         st.markdown("**References**")
     for ref in answer.references:
         cites = by_marker.get(ref.marker, [])
-        flags = []
+        flags = [":red-badge[RETRACTED]"] if ref.retracted else []
+        flags += [f":orange-badge[{n.label()}]" for n in ref.notices if not ref.retracted]
         if any(c.status == "unsupported" for c in cites) or ref.marker in removed:
             flags.append(":red-badge[unsupported citation]")
         elif cites:
@@ -278,8 +279,9 @@ def _render_answer(answer: Answer) -> None:
     if answer.passages:
         with st.expander(f"Evidence retrieved ({len(answer.passages)} passages)"):
             for p in answer.passages:
+                retracted = " :red-badge[RETRACTED]" if p.retracted else ""
                 st.markdown(
-                    f"**{p.title or p.doc_id}** {view.badge(p.evidence_level)} "
+                    f"**{p.title or p.doc_id}** {view.badge(p.evidence_level)}{retracted} "
                     f"(score {p.score:.3f})  \n{p.text[:400]}"
                 )
     st.caption(f"⚕️ {REVIEW_NOTICE}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from Bio import Medline
 
+from ingest import notices
 from ingest.records import Problem, Record, read_text
 from ingest.sources.pubmed_xml import pubmed_document
 from retrieval.errors import InputError
@@ -76,6 +77,7 @@ def record_to_document(rec: dict[str, Any]) -> Document:
         authors=tuple(rec.get("FAU") or rec.get("AU") or ()),
         language=_first(rec, "LA"),
         mesh_terms=tuple(dict.fromkeys(h.split("/")[0].lstrip("*") for h in rec.get("MH", []))),
+        extra=notices.notice_fields(tuple(rec.get("PT", [])), notices.from_medline(rec)),
     )
 
 

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from lxml import etree
 
+from ingest import notices
 from ingest.evidence import evidence_level
 from ingest.records import Deletion, Problem, Record
 from retrieval.errors import InputError
@@ -145,6 +146,7 @@ def citation_to_document(citation: Any, pubmed_data: Any = None) -> Document:
     mesh = tuple(_text(d) for d in citation.findall("MeshHeadingList/MeshHeading/DescriptorName"))
     pub_date, year = _pub_date(article, citation)
     language = _find_text(article, "Language") or None
+    extra = notices.notice_fields(pub_types, notices.from_xml(citation))
     return pubmed_document(
         pmid,
         title,
@@ -160,6 +162,7 @@ def citation_to_document(citation: Any, pubmed_data: Any = None) -> Document:
         authors=tuple(authors),
         language=language,
         mesh_terms=mesh,
+        extra=extra,
     )
 
 

@@ -31,6 +31,7 @@ KEYWORD_FIELDS = (
     "applies_sex",
     "extra.grade",
     "extra.body",
+    "status",
 )
 INTEGER_FIELDS = ("chunk_index", "year", "evidence_rank")
 FLOAT_FIELDS = ("applies_age_min", "applies_age_max")

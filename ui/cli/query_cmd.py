@@ -70,6 +70,9 @@ def search(
     sex: Annotated[
         str | None, typer.Option(help="Patient sex (female/male): drop other-sex guidelines.")
     ] = None,
+    exclude_retracted: Annotated[
+        bool, typer.Option("--exclude-retracted", help="Drop retracted records.")
+    ] = False,
     why: Annotated[bool, typer.Option(help="Show each hit's score parts.")] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
@@ -81,7 +84,7 @@ def search(
     filters = search_filters(
         year_from=year_from, year_to=year_to, sources=source, evidence_levels=evidence,
         publication_types=publication_type, languages=language, mesh_terms=mesh, bodies=body,
-        patient_age=age, patient_sex=sex,
+        patient_age=age, patient_sex=sex, exclude_retracted=exclude_retracted or None,
     )  # fmt: skip
     index = open_index(load(config, store), store, create=False)
     try:

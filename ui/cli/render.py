@@ -74,6 +74,10 @@ def hits(found: Iterable[Any], as_json: bool, question: str, why: bool = False) 
             highlight=False,
         )
         text = h.text if len(h.text) <= 400 else h.text[:400] + " …"
+        if h.retracted:
+            out.print("   [bold red]RETRACTED[/]: do not rely on this record", highlight=False)
+        for n in h.notices:
+            out.print(f"   [red]{escape(n.label())}[/]", highlight=False)
         out.print(f"   {escape(text)}", highlight=False)
         if h.url:
             out.print(f"   [link={h.url}]{escape(h.url)}[/link]", highlight=False)
