@@ -32,7 +32,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -528,13 +528,3 @@ class _RayClient:
         import pandas as pd
 
         return pd.DataFrame(rows)
-
-
-def iter_in_order(
-    requests: Sequence[Request], done: Mapping[tuple[str, int], Completion]
-) -> Iterator[tuple[Request, Completion]]:
-    """The finished (request, completion) pairs in the requests' order."""
-    for r in requests:
-        c = done.get((r.row, r.sample))
-        if c is not None:
-            yield r, c

@@ -27,7 +27,7 @@ from retrieval.errors import ConfigError, InputError
 from retrieval.jsonl import read_jsonl, write_jsonl
 from rl_training.data.engine import BatchEngine, Completion, EngineConfig, EngineReport, Request
 from rl_training.data.filters import select_for_rl
-from rl_training.data.rows import RLRow, read_rows
+from rl_training.data.rows import RLRow, history_of, read_rows
 from rl_training.rewards.extract import last_boxed, strip_reasoning
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def trace(source: Path, out: Path, config: EngineConfig, *, engine: str = "local
     done, report = _run(requests, config, out, engine)
     records, dropped = [], {"answer does not match": 0, "no trace": 0}
     for key, question, answer, row, rec in items:
-        texts = [done[(key, s)].text for s in range(config.samples) if (key, s) in done]
+        texts = _texts(done, key, config.samples)
         good = next((t for t in texts if trace_matches(t, answer, row)), None)
         if good is None:
             dropped["answer does not match" if texts else "no trace"] += 1
@@ -293,7 +293,7 @@ def select(
     rewards: dict[str, list[float]] = {}
     incomplete = 0
     for key, row in rows:
-        texts = [done[(key, s)].text for s in range(config.samples) if (key, s) in done]
+        texts = _texts(done, key, config.samples)
         if len(texts) < config.samples:
             incomplete += 1  # a re-run completes it
             continue
@@ -317,14 +317,10 @@ def _correct(row: RLRow, text: str, judge: Any) -> bool:
     _, correct = _rule_score(row, text)
     if correct is not None:
         return correct
-    res = judge.score(row.question, str(row.ground_truth), text, _history(row))
+    res = judge.score(row.question, str(row.ground_truth), text, history_of(row.extra_info))
     return bool(res.score >= 1.0)
 
 
-def _history(row: RLRow) -> list[tuple[str, str]]:
-    import json
-
-    history = row.extra_info.get("history") or []
-    if isinstance(history, str):
-        history = json.loads(history) if history else []
-    return [(str(r), str(t)) for r, t in history]
+def _texts(done: Mapping[tuple[str, int], Completion], key: str, samples: int) -> list[str]:
+    """The finished completions of one row, in sample order."""
+    return [done[(key, s)].text for s in range(samples) if (key, s) in done]

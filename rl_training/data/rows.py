@@ -41,6 +41,19 @@ def json_field(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
 
 
+def history_of(extra_info: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The dialogue history of a row (``extra_info.history``: ``[[role, text], ...]``, or
+    that list as JSON text, as parquet stores it).
+
+    >>> history_of({"history": '[["user", "Hi"], ["assistant", "Hello"]]'}), history_of({})
+    ([('user', 'Hi'), ('assistant', 'Hello')], [])
+    """
+    history = (extra_info or {}).get("history") or []
+    if isinstance(history, str):
+        history = json.loads(history) if history.strip() else []
+    return [(str(r), str(t)) for r, t in history]
+
+
 def environment_of(data_source: str) -> Environment:
     """``diagnosis`` for the diagnostic chain's data sources, else ``search``.
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from planner.chat import ChatError, ChatMessage, ChatModel
 from retrieval.errors import InputError
-from rl_training.data.rows import environment_of
+from rl_training.data.rows import environment_of, history_of
 from rl_training.rewards.extract import last_boxed, strip_reasoning
 
 log = logging.getLogger(__name__)
@@ -388,14 +388,7 @@ def compute_score(
 
         diagnosis = last_boxed(strip_reasoning(solution_str)) or "(none)"
         solution_str = show_process(solution_str, diagnosis)
-    history = info.get("history") or ()
-    if isinstance(history, str):
-        history = json.loads(history) if history else ()
     judge = judge_for(base_url, model, cache_dir, reward_router_address)
-    res = judge.score(
-        str(info.get("question", "")),
-        str(ground_truth),
-        solution_str,
-        [(str(r), str(t)) for r, t in history],
-    )
+    res = judge.score(str(info.get("question", "")), str(ground_truth), solution_str,
+                      history_of(info))  # fmt: skip
     return {"score": res.score, "acc": res.score == 1.0, "vrm_parsed": res.parsed}
