@@ -1,6 +1,6 @@
 """Compose: what the model sees and writes - the numbered sources (quoted data, with
-instruction-like text withheld), the prompt, the generation (streamed or not), and the quoted
-top evidence when no model can synthesize.
+instruction-like text withheld), the prompt and the generation (streamed or not). When no
+model synthesizes, :mod:`answer.digest` quotes the sources instead.
 """
 
 from __future__ import annotations
@@ -9,12 +9,8 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from answer.types import Citation
 from answer.verify import split_sentences
 from planner.chat import ChatMessage, ChatModel, ChatResult, ReasoningFilter
-from retrieval.embedders import Embedder
 from retrieval.types import ScoredPassage
 
 SYSTEM_PROMPT = """You are evidex, a clinical evidence assistant for clinicians.
@@ -36,8 +32,6 @@ _INJECTION = re.compile(
     re.IGNORECASE,
 )
 _TAG = re.compile(r"</?\s*[a-zA-Z_][\w-]*\s*>")
-DEGRADED_SOURCES = 3
-"""How many top sources a degraded answer quotes."""
 
 
 def sanitize_passage(text: str) -> tuple[str, bool]:
@@ -125,20 +119,3 @@ def generate(
         yield tail
     if result is not None:
         yield result
-
-
-def quote_evidence(
-    question: str, sources: Sources, embedder: Embedder
-) -> tuple[str, list[Citation]]:
-    """The degraded answer: the sentence of each top source most similar to the question,
-    quoted with its citation, without a generated synthesis."""
-    q = embedder.embed_query(question)
-    lines, citations = [], []
-    top = zip(sources.passages[:DEGRADED_SOURCES], sources.shown, strict=False)
-    for n, (p, text) in enumerate(top, 1):
-        sents = [s for s in split_sentences(text) if len(s) > 20] or [p.text[:300]]
-        quote = sents[int(np.argmax(embedder.embed_documents(sents) @ q))]
-        lines.append(f"- {quote} [{n}]")
-        citations.append(Citation.of(n, p, quote, 1.0, evidence=quote))
-    text = "No synthesized answer is available; the most relevant evidence:\n" + "\n".join(lines)
-    return text, citations

@@ -111,6 +111,35 @@ def retrieve(
     return out
 
 
+def whole_documents(searcher: Searcher, cands: Sequence[Candidate], limit: int) -> None:
+    """Widen each candidate to its whole document (up to ``limit`` chunks, in reading order),
+    so that a digest can quote the conclusion of an abstract whose other chunk was retrieved.
+    The passage keeps its score and relevance; ``merged_chunk_ids`` lists the chunks."""
+    from retrieval.ranking import merge_neighbors
+
+    for c in cands:
+        p = c.passage
+        have = len(p.merged_chunk_ids) or 1
+        if not p.n_chunks or p.n_chunks <= have or p.chunk_index is None:
+            continue
+        parts = searcher.index.document(p.doc_id, min(limit, p.n_chunks))
+        ids = {x.chunk_id for x in parts}
+        if p.chunk_id not in ids and not ids.intersection(p.merged_chunk_ids):
+            continue  # the retrieved chunk lies past the limit: keep it as it is
+        merged = merge_neighbors(parts)
+        run = next((m for m in merged if p.chunk_id in (m.chunk_id, *m.merged_chunk_ids)), None)
+        if run is None:
+            continue
+        c.passage = p.model_copy(
+            update={
+                "chunk_id": run.chunk_id,
+                "chunk_index": run.chunk_index,
+                "text": run.text,
+                "merged_chunk_ids": run.merged_chunk_ids,
+            }
+        )
+
+
 def drop_retracted(by_sub: Evidence) -> tuple[Evidence, list[ScoredPassage]]:
     """The evidence without retracted records, and the retracted passages left out (one per
     document)."""

@@ -1,7 +1,8 @@
 """The :class:`Assistant`: it orchestrates the stages of an answer, each in its own module -
 plan (:mod:`planner`), gather (:mod:`answer.gather`: retrieve per subtask, fuse, score
-relevance, select), compose (:mod:`answer.compose`: generate, or quote the evidence when no
-model can) and check (:mod:`answer.check`: every citation against its source).
+relevance, select), compose (:mod:`answer.compose`: generate; or :mod:`answer.digest`: quote
+the sources' own sentences when no model synthesizes) and check (:mod:`answer.check`: every
+citation against its source).
 
 :class:`Assistant` is the Python API::
 
@@ -18,7 +19,9 @@ model can) and check (:mod:`answer.check`: every citation against its source).
 Safety rules enforced by code, whatever the model writes: a citation can only name a source
 that was retrieved and numbered; every cited sentence is checked against its passage and
 unsupported ones are removed (or flagged); with no relevant evidence, or no supported
-statement, the answer abstains; every answer carries the clinician-review notice; text in a
+statement, the answer abstains (with a served model, the digest of the sources is shown under
+the abstention as "what the sources say"); a digest quotes only sentences that occur verbatim
+in their passage; every answer carries the clinician-review notice; text in a
 retrieved document is quoted data (instruction-like sentences are withheld from the model).
 """
 
@@ -35,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from answer import compose, gather
+from answer import compose, digest, gather
 from answer.check import check_citations
 from answer.compose import sanitize_passage
 from answer.llm import load_chat
 from answer.patient import Patient, load_patient
-from answer.types import Answer, Citation, Reference, RemovedClaim, Usage
+from answer.types import Answer, Citation, Digest, Reference, RemovedClaim, Usage
 from answer.verify import JudgeVerifier, NliVerifier, SimilarityVerifier, Verifier
 from planner.chat import ChatError, ChatModel, ChatResult
 from planner.planner import Planner
@@ -81,6 +84,7 @@ class _Run:
     usage: list[Usage] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     plan: Plan | None = None
+    candidates: list[gather.Candidate] = field(default_factory=list)
 
     def add_usage(self, stage: str, calls: Sequence[ChatResult]) -> None:
         for c in calls:
@@ -151,6 +155,22 @@ class Assistant:
             else:
                 self._verifier = SimilarityVerifier(self.searcher.index.embedder, v)
         return self._verifier
+
+    @property
+    def digest_only(self) -> bool:
+        """Whether answers are evidence digests (``answer.mode``; 'auto' means digest with
+        the packaged embedded model, which rarely restates its sources faithfully)."""
+        mode = self.settings.answer.mode
+        if mode != "auto":
+            return mode == "digest"
+        if self._chat is not None:  # a model given to the Assistant says what it is
+            return bool(getattr(self._chat, "is_default_embedded", False))
+        return self._default_embedded
+
+    @property
+    def _default_embedded(self) -> bool:
+        llm = self.settings.llm
+        return llm.kind == "embedded" and llm.model_path is None
 
     def settings_hash(self) -> str:
         raw = self.settings.model_dump_json(exclude={"data_dir", "chat"})
@@ -227,10 +247,11 @@ class Assistant:
                 "the index is empty: ingest a corpus first (evidex ingest ... or evidex demo)"
             )
 
-        # 1. plan
+        # 1. plan (a digest of the packaged embedded model needs no model at all)
         t0 = time.perf_counter()
-        chat = self.chat
-        if chat is None:
+        quiet = self.digest_only and self._chat is None and self._default_embedded
+        chat = None if quiet else self.chat
+        if chat is None and not quiet:
             run.warnings.append(f"chat model unavailable: {self._chat_error}")
         summary = run.patient.summary() if run.patient else None
         planner = Planner(chat, self.settings.planner)
@@ -272,8 +293,9 @@ class Assistant:
         selected = gather.select(by_sub, a.max_sources)
         run.timings["retrieve"] = _ms(t0)
 
-        # 3. abstain, or compose: quote the evidence (no model) or generate
-        relevant = [c.passage for c in selected if c.relevance >= a.min_relevance]
+        # 3. abstain, or compose: quote the evidence (a digest) or generate
+        kept = [c for c in selected if c.relevance >= a.min_relevance]
+        relevant = [c.passage for c in kept]
         if not relevant:
             yield self._finish(
                 run,
@@ -281,6 +303,10 @@ class Assistant:
                 passages=gather.closest(by_sub),
                 abstain="no relevant evidence was found in the index for this question",
             )
+            return
+        run.candidates = kept
+        if self.digest_only:
+            yield self._digest(run, t_start)
             return
         sources = compose.Sources.of(relevant, a.max_passage_chars)
         run.warnings.extend(sources.warnings)
@@ -293,7 +319,7 @@ class Assistant:
                 "showing the top evidence without a generated synthesis"
             )
         if chat is None or unsupported_language:
-            yield self._degraded(run, t_start, sources)
+            yield self._digest(run, t_start, degraded=True)
             return
         t0 = time.perf_counter()
         msgs = compose.messages(run.question, sources, language=language, patient=summary)
@@ -305,9 +331,9 @@ class Assistant:
                 else:
                     yield piece
         except ChatError as exc:
-            run.warnings.append(f"the model failed, showing the top evidence instead: {exc}")
+            run.warnings.append(f"the model failed, showing an evidence digest instead: {exc}")
             run.timings["generate"] = _ms(t0)
-            yield self._degraded(run, t_start, sources)
+            yield self._digest(run, t_start, degraded=True)
             return
         assert result is not None
         run.add_usage("generate", [result])
@@ -327,20 +353,52 @@ class Assistant:
             self.verifier.calls.clear()
         passages = list(sources.passages)
         if not checked.supported:
+            say = self._build_digest(run, sources, label="")
             yield self._finish(run, t_start, passages=passages, raw=result,
-                               removed=checked.removed, abstain="no statement in the generated "
+                               removed=checked.removed, sources_say=say,
+                               abstain="no statement in the generated "
                                "answer was supported by the retrieved evidence")  # fmt: skip
             return
         yield self._finish(run, t_start, passages=passages, text=checked.text, raw=result,
                            citations=checked.citations, removed=checked.removed)  # fmt: skip
 
-    def _degraded(self, run: _Run, t_start: float, sources: compose.Sources) -> Answer:
-        """The top evidence, quoted with citations, without a generated synthesis."""
-        text, citations = compose.quote_evidence(
-            run.question, sources, self.searcher.index.embedder
-        )
-        return self._finish(run, t_start, passages=list(sources.passages), text=text,
-                            citations=citations, degraded=True)  # fmt: skip
+    def _build_digest(
+        self, run: _Run, sources: compose.Sources, *, label: str | None = None
+    ) -> Digest | None:
+        t0 = time.perf_counter()
+        assert run.plan is not None
+        items = [
+            (n, c.passage, shown, {i.split(".f")[0] for i in c.subtasks}, c.relevance)
+            for n, (c, shown) in enumerate(zip(run.candidates, sources.shown, strict=True), 1)
+        ]
+        kw = {} if label is None else {"label": label}
+        out = digest.build(run.plan.subtasks, items, self.searcher.index.embedder,
+                           self.settings.answer.digest, **kw)  # fmt: skip
+        run.timings["digest"] = _ms(t0)
+        return out
+
+    def _digest(self, run: _Run, t_start: float, *, degraded: bool = False) -> Answer:
+        """The evidence digest: the sources' sentences that answer the question, quoted
+        verbatim with their citations, without a model's synthesis. Each source is read
+        whole (its document's chunks, up to ``answer.digest.max_chunks``), so that the
+        conclusion of an abstract is there to quote."""
+        cfg = self.settings.answer.digest
+        t0 = time.perf_counter()
+        try:
+            gather.whole_documents(self.searcher, run.candidates, cfg.max_chunks)
+        except StoreError as exc:  # the retrieved chunks alone still make a digest
+            log.warning("could not read whole documents for the digest: %s", exc)
+        run.timings["expand"] = _ms(t0)
+        sources = compose.Sources.of([c.passage for c in run.candidates], cfg.max_chars)
+        run.warnings.extend(sources.warnings)
+        found = self._build_digest(run, sources)
+        if found is None:
+            return self._finish(run, t_start, passages=list(sources.passages), degraded=degraded,
+                                abstain="the relevant sources have no sentence long enough "
+                                "to quote")  # fmt: skip
+        return self._finish(run, t_start, passages=list(sources.passages), text=found.text,
+                            citations=found.citations, degraded=degraded,
+                            digest=True)  # fmt: skip
 
     def _finish(
         self,
@@ -354,29 +412,11 @@ class Assistant:
         removed: Sequence[RemovedClaim] = (),
         abstain: str = "",
         degraded: bool = False,
+        digest: bool = False,
+        sources_say: Digest | None = None,
     ) -> Answer:
         cited = {c.marker for c in citations}
-        references = tuple(
-            Reference(
-                marker=n,
-                doc_id=p.doc_id,
-                chunk_id=p.chunk_id,
-                title=p.title,
-                journal=p.journal,
-                year=p.year,
-                pmid=p.pmid,
-                doi=p.doi,
-                url=p.url or (f"https://doi.org/{p.doi}" if p.doi else None),
-                source=p.source,
-                section=p.section,
-                evidence_level=p.evidence_level,
-                cited=n in cited,
-                status=p.status,
-                retracted=p.retracted,
-                notices=p.notices,
-            )
-            for n, p in enumerate(passages, 1)
-        )
+        references = tuple(Reference.of(n, p, cited=n in cited) for n, p in enumerate(passages, 1))
         if abstain:
             text = (
                 "Insufficient evidence: evidex cannot give a supported answer to this question "
@@ -401,6 +441,8 @@ class Assistant:
             abstained=bool(abstain),
             abstain_reason=abstain,
             degraded=degraded,
+            digest=digest,
+            sources_say=sources_say,
             warnings=tuple(dict.fromkeys(run.warnings)),
             citations=tuple(citations),
             removed=tuple(removed),
@@ -414,10 +456,11 @@ class Assistant:
             settings_hash=self.settings_hash(),
         )
         log.info(
-            "answer %s: abstained=%s degraded=%s citations=%d removed=%d total=%.0f ms",
+            "answer %s: abstained=%s degraded=%s digest=%s citations=%d removed=%d total=%.0f ms",
             answer.answer_id,
             answer.abstained,
             answer.degraded,
+            answer.digest,
             len(answer.citations),
             len(answer.removed),
             run.timings["total"],

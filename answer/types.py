@@ -38,6 +38,34 @@ class Reference(_Frozen):
     status: str = Field("current", description="PubMed's notices: current, retracted, ...")
     retracted: bool = Field(False, description="A retracted record (never cited).")
     notices: tuple[Notice, ...] = Field((), description="Retractions, errata, concerns.")
+    title_from_text: bool = Field(
+        False,
+        description="The document has no title: ``title`` holds the first words of its text.",
+    )
+    pmcid: str | None = Field(None, description="PubMed Central id (full text), if any.")
+    grade: str | None = Field(None, description="Guideline recommendation grade, if any.")
+
+    @classmethod
+    def of(cls, marker: int, p: ScoredPassage, *, cited: bool = False) -> Reference:
+        """The reference numbered ``marker`` for passage ``p``."""
+        title, from_text = p.heading()
+        return cls(marker=marker, doc_id=p.doc_id, chunk_id=p.chunk_id, title=title,
+                   journal=p.journal, year=p.year, pmid=p.pmid, doi=p.doi,
+                   url=p.url or (f"https://doi.org/{p.doi}" if p.doi else None),
+                   source=p.source, section=p.section, evidence_level=p.evidence_level,
+                   cited=cited, status=p.status, retracted=p.retracted, notices=p.notices,
+                   title_from_text=from_text, pmcid=p.pmcid, grade=p.grade)  # fmt: skip
+
+    def shown_title(self) -> str:
+        """The title as shown, marked when it is the document's first words.
+
+        >>> Reference(marker=1, doc_id="pmid:1", chunk_id="c", title="Aspirin was given …",
+        ...           source="beir", evidence_level="other", title_from_text=True).shown_title()
+        '“Aspirin was given …” (untitled: first words of the text)'
+        """
+        if self.title_from_text:
+            return f"“{self.title}” (untitled: first words of the text)"
+        return self.title or self.doc_id
 
     def label(self) -> str:
         """'PMID 123', 'DOI ...', or the document id."""
@@ -100,6 +128,19 @@ class Usage(_Frozen):
     completion_tokens: int = Field(0, description="Tokens written.")
 
 
+class Digest(_Frozen):
+    """An evidence digest: the sources' sentences quoted verbatim, each with its citation."""
+
+    text: str = Field(description="The digest with inline [n] citations.")
+    citations: tuple[Citation, ...] = Field((), description="One per quoted sentence.")
+
+
+DIGEST_LABEL = (
+    "Evidence digest: sentences quoted verbatim from the sources, without a model's synthesis."
+)
+SOURCES_SAY_LABEL = "What the sources say"
+
+
 class Answer(_Frozen):
     """A cited answer, or an abstention, with everything needed to check it."""
 
@@ -113,6 +154,16 @@ class Answer(_Frozen):
     abstain_reason: str = Field("", description="Why it abstained.")
     degraded: bool = Field(
         False, description="True when no synthesis was generated: the text lists top evidence."
+    )
+    digest: bool = Field(
+        False,
+        description="True when the text is an evidence digest (quoted sentences, no model "
+        "synthesis): answer.mode 'digest', the embedded default, or a failed model.",
+    )
+    sources_say: Digest | None = Field(
+        None,
+        description="Under an abstention: the digest of the closest relevant sources, shown "
+        "as 'what the sources say' (it answers nothing itself).",
     )
     warnings: tuple[str, ...] = Field((), description="What went wrong or was flagged.")
     citations: tuple[Citation, ...] = Field((), description="Citations in the final text.")
@@ -138,18 +189,22 @@ class Answer(_Frozen):
     def render(self) -> str:
         """Plain text: answer, references and the notice."""
         lines = [self.text, ""]
+        if self.sources_say is not None:
+            lines += [f"{SOURCES_SAY_LABEL}:", self.sources_say.text, ""]
         refs = self.cited_references or list(self.references)
         if refs:
             lines.append("References" if self.cited_references else "Sources reviewed")
             for r in refs:
-                bits = [r.title or r.doc_id]
+                bits = [r.shown_title()]
                 if r.journal:
                     bits.append(r.journal)
                 if r.year:
                     bits.append(str(r.year))
                 lines.append(
                     f"[{r.marker}] {'. '.join(bits)}. {r.label()}. {r.url or ''} "
-                    f"(evidence: {r.evidence_level.replace('_', ' ')})".replace("  ", " ")
+                    f"(evidence: {r.evidence_level.replace('_', ' ')}"
+                    f"{f'; grade {r.grade}' if r.grade else ''})"
+                    f"{' RETRACTED' if r.retracted else ''}".replace("  ", " ")
                 )
         lines += ["", self.notice]
         return "\n".join(lines)

@@ -42,7 +42,14 @@ from retrieval.stores.base import (
     StoreQuery,
     VectorStore,
 )
-from retrieval.types import Chunk, Document, IndexStats, ScoredPassage, SourceCount
+from retrieval.types import (
+    Chunk,
+    Document,
+    IndexStats,
+    ScoredPassage,
+    SourceCount,
+    lead_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,7 @@ def chunk_payload(doc: Document, chunk: Chunk) -> dict[str, Any]:
         "page": chunk.page,
         "n_tokens": chunk.n_tokens,
         "title": doc.title,
+        "lead": lead_of(doc),
         "source": doc.source.value,
         "pmid": doc.pmid,
         "doi": doc.doi,
@@ -314,6 +322,26 @@ class Index:
         log.debug("search timings %s", timings)
         self.last_timings = timings
         return out
+
+    def document(self, doc_id: str, limit: int = 8) -> list[ScoredPassage]:
+        """The first ``limit`` chunks of one document, in reading order (a payload lookup: the
+        query vector only satisfies the store's interface, scores are meaningless)."""
+        info = self._checked_info()
+        probe = [1.0] + [0.0] * (info.dim - 1)
+        hits = self.store.query(
+            StoreQuery(
+                k=limit,
+                mode="dense",
+                dense=probe,
+                prefetch=limit,
+                conditions=[
+                    Condition("doc_id", any=(doc_id,)),
+                    Condition("chunk_index", gte=0, lte=limit - 1),
+                ],
+            )
+        )
+        out = [ranking_steps.passage(h, 0.0, {}) for h in hits]
+        return sorted(out, key=lambda p: p.chunk_index or 0)
 
     def _checked_info(self) -> StoreInfo:
         """The store's info, refused when it is empty or built with another model."""

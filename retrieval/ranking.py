@@ -204,7 +204,16 @@ def passage(h: Hit, score: float, parts: dict[str, float]) -> ScoredPassage:
         status=str(p.get("status") or "current"),
         retracted=bool(p.get("retracted")),
         notices=tuple(Notice.model_validate(n) for n in p.get("notices") or ()),
+        n_chunks=p.get("n_chunks"),
+        lead=str(p.get("lead") or ""),
+        pmcid=p.get("pmcid"),
+        grade=_grade(p.get("extra")),
     )
+
+
+def _grade(extra: object) -> str | None:
+    grade = extra.get("grade") if isinstance(extra, Mapping) else None
+    return str(grade) if grade else None
 
 
 def mmr_order(

@@ -279,8 +279,78 @@ class VerifySettings(_Stage):
     )
 
 
+class DigestSettings(_Stage):
+    """The evidence digest: the sources' own sentences, quoted verbatim with their citations,
+    when no model synthesizes (the embedded default, ``answer.mode = "digest"``, a failed
+    model) and under an abstention as "what the sources say"."""
+
+    max_sources: int = Field(4, ge=1, le=20, description="Most sources quoted per subtask.")
+    relevance_margin: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="A source is quoted only when its relevance is within this of the most "
+        "relevant source's (no padding with off-topic sources).",
+    )
+    min_similarity: float = Field(
+        0.2,
+        ge=-1,
+        le=1,
+        description="Embedding similarity to the question below which a sentence is not quoted.",
+    )
+    max_chunks: int = Field(
+        8, ge=1, le=64, description="Most chunks of one document read for its sentences."
+    )
+    max_chars: int = Field(
+        8000, ge=200, description="Most characters of one document read for its sentences."
+    )
+    sentences_per_source: int = Field(
+        2, ge=1, le=5, description="Most sentences quoted from one source."
+    )
+    min_words: int = Field(
+        6, ge=1, le=50, description="Shortest sentence (in words) worth quoting."
+    )
+    second_margin: float = Field(
+        0.25,
+        ge=0,
+        le=2,
+        description="A further sentence of a source (a conclusion or a result) is quoted only "
+        "when its similarity to the question is within this of the source's first quote's.",
+    )
+    duplicate_similarity: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Cosine similarity above which a sentence counts as a near-duplicate of "
+        "one already quoted (and is skipped).",
+    )
+    conclusion_weight: float = Field(
+        0.4,
+        ge=0,
+        le=2,
+        description="Bonus of a conclusion sentence (by section label, cue words or its "
+        "place at the end of the abstract) over the embedding similarity to the question.",
+    )
+    result_weight: float = Field(0.1, ge=0, le=2, description="Bonus of a results sentence.")
+    background_weight: float = Field(
+        0.2,
+        ge=0,
+        le=2,
+        description="Penalty of a background, aim or methods sentence (it restates the "
+        "question instead of answering it).",
+    )
+
+
 class AnswerSettings(_Stage):
     """Gathering evidence and generating the cited answer."""
+
+    mode: Literal["auto", "synthesize", "digest"] = Field(
+        "auto",
+        description="'synthesize': the chat model writes the answer and every claim is "
+        "verified; 'digest': the answer is an evidence digest (the sources' sentences quoted "
+        "verbatim, no model synthesis); 'auto' (default): digest with the packaged embedded "
+        "model (SmolLM2-135M rarely restates its sources faithfully), synthesize otherwise.",
+    )
 
     k_per_query: int = Field(5, ge=1, le=50, description="Passages retrieved per search query.")
     max_sources: int = Field(6, ge=1, le=30, description="Most numbered sources in the prompt.")
@@ -306,6 +376,7 @@ class AnswerSettings(_Stage):
         "retraction notice): when one is retrieved, the answer leaves it out and says why.",
     )
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    digest: DigestSettings = Field(default_factory=DigestSettings)
 
 
 class ChatSettings(_Stage):

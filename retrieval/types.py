@@ -160,6 +160,50 @@ class ScoredPassage(_Frozen):
     )
     retracted: bool = Field(False, description="The record is retracted: never cite it.")
     notices: tuple[Notice, ...] = Field((), description="The notices, with PMID and source.")
+    n_chunks: int | None = Field(None, description="How many chunks its document has.")
+    lead: str = Field(
+        "",
+        description="The first words of the document's text, stored for documents without a "
+        "title (PubMedQA, many BEIR corpora): they stand in for the title, marked as such.",
+    )
+    pmcid: str | None = Field(None, description="PubMed Central id, if any.")
+    grade: str | None = Field(
+        None, description="Guideline recommendation grade (USPSTF A/B/C/D/I ...), if any."
+    )
+
+    def heading(self) -> tuple[str, bool]:
+        """The title, or the document's first words when it has none, and whether it is the
+        latter.
+
+        >>> ScoredPassage(chunk_id="c", doc_id="d", text="t", source="x", score=1.0,
+        ...               lead="Programmed cell death is").heading()
+        ('Programmed cell death is …', True)
+        """
+        if self.title:
+            return self.title, False
+        if self.lead:
+            return f"{self.lead} …", True
+        return "", False
+
+
+LEAD_WORDS = 12
+"""How many of an untitled document's first words stand in for its title."""
+
+
+def lead_of(doc: Document) -> str:
+    """The first words of an untitled document (empty when it has a title).
+
+    >>> d = Document(doc_id="x", source="beir", sections=(Section(text="One two three."),))
+    >>> lead_of(d)
+    'One two three.'
+    """
+    if doc.title.strip():
+        return ""
+    for sec in doc.sections:
+        words = sec.text.split()
+        if words:
+            return " ".join(words[:LEAD_WORDS])
+    return ""
 
 
 class SourceCount(_Frozen):

@@ -1,8 +1,8 @@
-"""Compose: the sources as the model sees them, the prompt, and the quoted evidence."""
+"""Compose: the sources as the model sees them and the prompt."""
 
 from __future__ import annotations
 
-from answer.compose import Sources, messages, quote_evidence, sanitize_passage
+from answer.compose import Sources, messages, sanitize_passage
 from retrieval.types import ScoredPassage
 from tests.answer_fixture import INJECTION
 
@@ -33,17 +33,3 @@ def test_messages_number_the_sources_and_add_the_patient() -> None:
     assert "Patient: 67-year-old woman" in user.content
     assert user.content.endswith("Question: Does it work?\nAnswer with citations like [1]:")
     assert "Answer in Chinese." not in messages("Q", srcs)[0].content
-
-
-def test_quote_evidence_cites_the_most_relevant_sentence(minilm) -> None:
-    srcs = Sources.of(
-        [_p(1, "The weather was mild in the study region. Aspirin reduced the risk of a first "
-               "myocardial infarction in older adults."),
-         _p(2, "Statin therapy lowered LDL cholesterol substantially in the trial.")], 1000,
-    )  # fmt: skip
-    text, citations = quote_evidence("Does aspirin prevent myocardial infarction?", srcs, minilm)
-    assert text.splitlines()[1] == (
-        "- Aspirin reduced the risk of a first myocardial infarction in older adults. [1]"
-    )
-    assert [c.marker for c in citations] == [1, 2] and citations[0].doc_id == "pmid:1"
-    assert citations[0].evidence in srcs.passages[0].text

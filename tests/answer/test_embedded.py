@@ -1,5 +1,7 @@
 """End to end with the real embedded model (SmolLM2-135M through llama.cpp): whatever the
-tiny model writes, the answer is cited and verified, or it abstains; never a crash."""
+tiny model writes (answer.mode = "synthesize"), the answer is cited and verified, or it
+abstains; never a crash. By default ("auto") the embedded model is not asked to synthesize:
+the answer is an evidence digest (tests/answer/test_digest.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def _check(ans: Answer) -> None:
 def test_ask_and_stream_with_the_embedded_model(answer_index: AnswerIndex) -> None:
     s = answer_index.settings(
         planner={"use_llm": "auto"}, llm={"threads": 2, "context_tokens": 4096},
-        answer={"max_tokens": 120},
+        answer={"max_tokens": 120, "mode": "synthesize"},
     )  # fmt: skip
     with Assistant(s) as a:
         ans = a.ask(answer_index.question)
@@ -35,7 +37,9 @@ def test_ask_and_stream_with_the_embedded_model(answer_index: AnswerIndex) -> No
 
 
 def test_embedded_model_and_a_planted_injection(answer_index: AnswerIndex) -> None:
-    s = answer_index.settings(llm={"threads": 2}, answer={"max_tokens": 120})
+    s = answer_index.settings(
+        llm={"threads": 2}, answer={"max_tokens": 120, "mode": "synthesize"}
+    )
     with Assistant(s) as a:
         ans = a.ask("Does low-dose aspirin prevent stroke after a transient ischemic attack?")
     _check(ans)

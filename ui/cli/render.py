@@ -116,7 +116,7 @@ def answer(answer: Any, reasoning: bool) -> None:
     if refs:
         out.print("[bold]References[/]" if answer.cited_references else "[bold]Sources reviewed[/]")
         for r in refs:
-            bits = [b for b in (r.title or r.doc_id, r.journal, str(r.year or "")) if b]
+            bits = [b for b in (r.shown_title(), r.journal, str(r.year or "")) if b]
             out.print(
                 f"  [{r.marker}] {escape('. '.join(bits))}. {r.label()}. "
                 f"[dim]{r.evidence_level.replace('_', ' ')}[/] {r.url or ''}",
