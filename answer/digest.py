@@ -351,7 +351,10 @@ def choose(
         scored = [
             t
             for t in scored
-            if t[1].similarity >= settings.min_similarity and t[1].role != "background"
+            if t[1].similarity >= settings.min_similarity
+            # an aim or a method restates the question, it does not answer it (quoted only
+            # when roles are switched off: background_weight = 0)
+            and (t[1].role != "background" or not settings.background_weight)
         ]
         if not scored:
             continue

@@ -21,6 +21,7 @@ import streamlit as st
 
 from answer import REVIEW_NOTICE, Answer, Assistant
 from answer.patient import Patient, PatientError, load_patient
+from answer.types import SOURCES_SAY_LABEL
 from retrieval.errors import EvidexError
 from retrieval.settings import Settings, SettingsError, load_settings
 from retrieval.types import EvidenceLevel, Source
@@ -233,9 +234,16 @@ def _render_answer(answer: Answer) -> None:
             st.markdown(body)
             if answer.abstain_reason:
                 st.caption(answer.abstain_reason)
-    elif kind == "degraded":
-        st.markdown(":orange-badge[Model unavailable: extract from the sources]")
-        st.markdown(body)
+        if answer.sources_say is not None:
+            st.markdown(f"**{SOURCES_SAY_LABEL}**")
+            st.markdown(view.digest_markdown(answer.sources_say.text, markers))
+    elif kind in ("digest", "degraded"):
+        st.markdown(
+            ":blue-badge[Evidence digest: quoted from the sources, no model synthesis]"
+            if kind == "digest"
+            else ":orange-badge[Model unavailable: evidence digest quoted from the sources]"
+        )
+        st.markdown(view.digest_markdown(answer.text, markers))
     else:
         st.markdown(":green-badge[Answer with verified citations]")
         st.markdown(body)
@@ -252,6 +260,8 @@ def _render_answer(answer: Answer) -> None:
     for ref in answer.references:
         cites = by_marker.get(ref.marker, [])
         flags = [":red-badge[RETRACTED]"] if ref.retracted else []
+        if ref.grade:
+            flags.append(f":violet-badge[Grade {ref.grade}]")
         flags += [f":orange-badge[{n.label()}]" for n in ref.notices if not ref.retracted]
         if any(c.status == "unsupported" for c in cites) or ref.marker in removed:
             flags.append(":red-badge[unsupported citation]")

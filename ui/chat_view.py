@@ -50,7 +50,8 @@ def link_markers(text: str, markers: Sequence[int]) -> str:
 
 
 def reference_title(ref: Reference) -> str:
-    """``[n] Title — Journal, Year`` (what an expander shows).
+    """``[n] Title — Journal, Year`` (what an expander shows); an untitled document's first
+    words are marked as such.
 
     >>> r = Reference(marker=2, doc_id="pmid:1", chunk_id="c", title="Aspirin trial",
     ...               journal="Lancet", year=2019, source="pubmed", evidence_level="review")
@@ -58,8 +59,28 @@ def reference_title(ref: Reference) -> str:
     '[2] Aspirin trial — Lancet, 2019'
     """
     where = ", ".join(str(x) for x in (ref.journal, ref.year) if x)
-    title = ref.title or ref.doc_id
+    title = ref.shown_title()
     return f"[{ref.marker}] {title}{f' — {where}' if where else ''}"
+
+
+def digest_markdown(text: str, markers: Sequence[int]) -> str:
+    r"""A digest as markdown: its label in italics, subtask headings in bold, one list item
+    per quote, markers linked.
+
+    >>> print(digest_markdown("Evidence digest: quoted.\n- “A fell.” [1] (RCT, 2020)", [1]))
+    *Evidence digest: quoted.*
+    <BLANKLINE>
+    - “A fell.” [\[1\]](#ref-1) (RCT, 2020)
+    """
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        if line.startswith("- "):
+            out.append(link_markers(line, markers))
+        elif i == 0 and line.startswith(("Evidence digest", "What the sources say")):
+            out += [f"*{line}*", ""]
+        elif line.strip():
+            out += ["", f"**{line}**", ""]
+    return "\n".join(out)
 
 
 def reference_link(ref: Reference) -> str | None:
@@ -88,10 +109,14 @@ def removed_markers(answer: Answer) -> set[int]:
 
 
 def kind(answer: Answer) -> str:
-    """'insufficient' (abstained), 'degraded' (model unavailable: extractive) or 'answer'."""
+    """'insufficient' (abstained), 'digest' (the sources quoted, no model synthesis: the
+    embedded default or answer.mode 'digest'), 'degraded' (a digest because the model was
+    unavailable) or 'answer'."""
     if answer.abstained:
         return "insufficient"
-    return "degraded" if answer.degraded else "answer"
+    if answer.degraded:
+        return "degraded"
+    return "digest" if answer.digest else "answer"
 
 
 def filters_from(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,9 @@ def test_ask_human_output_and_errors(answer_index: AnswerIndex, tmp_path: Path) 
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "clinician must review" in res.stdout
-    assert "Answer" in res.stdout or "Insufficient evidence" in res.stdout
+    # the embedded default answers with an evidence digest that quotes the question's abstract
+    assert "Evidence digest" in res.stdout and "“" in res.stdout
+    assert f"PMID {answer_index.pmid}" in res.stdout
     # no index
     res = runner.invoke(app, ["ask", "aspirin?", "--store", str(tmp_path / "nowhere")])
     assert res.exit_code == 1 and "ingest" in res.stderr and "Traceback" not in res.output
@@ -79,3 +81,4 @@ def test_ask_human_output_and_errors(answer_index: AnswerIndex, tmp_path: Path) 
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["degraded"] and any("cannot reach" in w for w in data["warnings"])
+    assert data["digest"] and data["citations"]

@@ -67,9 +67,13 @@ def hits(found: Iterable[Any], as_json: bool, question: str, why: bool = False) 
         return
     for rank, h in enumerate(found, 1):
         ident = f"PMID {h.pmid}" if h.pmid else h.doc_id
-        meta = " · ".join(str(x) for x in (ident, h.year, h.evidence_level.replace("_", " ")) if x)
+        level = h.evidence_level.replace("_", " ")
+        grade = f"grade {h.grade}" if h.grade else ""
+        meta = " · ".join(str(x) for x in (ident, h.year, level, grade) if x)
+        heading, from_text = h.heading()
+        shown = f"“{heading}” (untitled)" if from_text else heading or "(untitled)"
         out.print(
-            f"[bold]{rank}.[/] [cyan]{escape(h.title or '(untitled)')}[/]  [dim]{escape(meta)} · "
+            f"[bold]{rank}.[/] [cyan]{escape(shown)}[/]  [dim]{escape(meta)} · "
             f"score {h.score:.4f}[/]",
             highlight=False,
         )
@@ -95,16 +99,21 @@ def answer_json(answer: Any) -> None:
     out.print_json(json.dumps(data, ensure_ascii=False))
 
 
+SOURCES_SAY = "What the sources say"
+
+
 def answer(answer: Any, reasoning: bool) -> None:
     """An :class:`answer.types.Answer`: the text, the references, warnings and the notice."""
     from rich.panel import Panel
 
-    style = "yellow" if answer.abstained else "cyan" if answer.degraded else "green"
+    style = "yellow" if answer.abstained else "cyan" if answer.digest else "green"
     title = (
         "Insufficient evidence"
         if answer.abstained
-        else "Top evidence (no synthesis)"
+        else "Evidence digest (model unavailable)"
         if answer.degraded
+        else "Evidence digest"
+        if answer.digest
         else "Answer"
     )
     if reasoning and answer.reasoning:
@@ -112,6 +121,11 @@ def answer(answer: Any, reasoning: bool) -> None:
             Panel(escape(answer.reasoning), title="Reasoning", border_style="dim"), soft_wrap=False
         )
     out.print(Panel(escape(answer.text), title=title, border_style=style), soft_wrap=False)
+    if answer.sources_say is not None:
+        out.print(
+            Panel(escape(answer.sources_say.text), title=SOURCES_SAY, border_style="cyan"),
+            soft_wrap=False,
+        )
     refs = answer.cited_references or list(answer.references)
     if refs:
         out.print("[bold]References[/]" if answer.cited_references else "[bold]Sources reviewed[/]")
@@ -119,7 +133,9 @@ def answer(answer: Any, reasoning: bool) -> None:
             bits = [b for b in (r.shown_title(), r.journal, str(r.year or "")) if b]
             out.print(
                 f"  [{r.marker}] {escape('. '.join(bits))}. {r.label()}. "
-                f"[dim]{r.evidence_level.replace('_', ' ')}[/] {r.url or ''}",
+                f"[dim]{r.evidence_level.replace('_', ' ')}"
+                f"{f', grade {r.grade}' if r.grade else ''}[/] "
+                f"{'[bold red]RETRACTED[/] ' if r.retracted else ''}{r.url or ''}",
                 highlight=False,
             )
     for c in answer.citations:
