@@ -45,10 +45,14 @@ def test_the_conclusion_is_quoted_first_and_the_aim_never(minilm) -> None:
         "Stroke occurred in 3.1% of the statin group and 4.4% of the placebo group (p = 0.02).",
     ]
     assert quotes[0].role == "conclusion"  # by its place: the abstract's last sentence
-    # the aim restates the question almost word for word: by similarity alone it would win
+    # the aim restates the question almost word for word: by similarity alone it wins
+    cut = ABSTRACT.rsplit(" Statin therapy reduced", 1)[0]
     flat = DigestSettings(conclusion_weight=0, result_weight=0, background_weight=0)
-    alone = choose(QUESTION, [(1, _p(1, ABSTRACT), ABSTRACT)], minilm, flat)
+    alone = choose(QUESTION, [(1, _p(1, cut), cut)], minilm, flat)
     assert any(q.sentence.startswith("We aimed to determine") for q in alone)
+    scored = choose(QUESTION, [(1, _p(1, cut), cut)], minilm, CFG)
+    assert scored[0].sentence.startswith("Stroke occurred in 3.1%")
+    assert not any(q.sentence.startswith("We aimed") for q in scored)
 
 
 def test_section_labels_beat_position(minilm) -> None:
