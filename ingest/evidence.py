@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from retrieval.types import EvidenceLevel
+from retrieval.errors import InputError
+from retrieval.types import GRADES, EvidenceLevel, parse_grade
+
+__all__ = ["GRADES", "evidence_level", "parse_grade", "parse_level"]
 
 # Checked in order: the strongest design a document declares wins.
 _RULES: tuple[tuple[EvidenceLevel, tuple[str, ...]], ...] = (
@@ -79,3 +82,44 @@ def evidence_level(publication_types: Iterable[str] = (), title: str = "") -> Ev
             if pattern.search(title):
                 return level
     return EvidenceLevel.OTHER
+
+
+_LEVEL_WORDS = {
+    "guideline": EvidenceLevel.GUIDELINE,
+    "practice guideline": EvidenceLevel.GUIDELINE,
+    "clinical practice guideline": EvidenceLevel.GUIDELINE,
+    "recommendation": EvidenceLevel.GUIDELINE,
+    "systematic review": EvidenceLevel.SYSTEMATIC_REVIEW,
+    "meta-analysis": EvidenceLevel.SYSTEMATIC_REVIEW,
+    "rct": EvidenceLevel.RCT,
+    "randomized controlled trial": EvidenceLevel.RCT,
+    "clinical study": EvidenceLevel.CLINICAL_STUDY,
+    "clinical trial": EvidenceLevel.CLINICAL_STUDY,
+    "review": EvidenceLevel.REVIEW,
+    "case report": EvidenceLevel.CASE_REPORT,
+    "other": EvidenceLevel.OTHER,
+}
+
+
+def parse_level(value: str) -> EvidenceLevel:
+    """An evidence level by its name or a common synonym; a clear error otherwise.
+
+    >>> parse_level("Practice Guideline").value, parse_level("randomized_controlled_trial").value
+    ('practice_guideline', 'randomized_controlled_trial')
+    >>> parse_level("folklore")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    retrieval.errors.InputError: unknown evidence level 'folklore': use one of ...
+    """
+    v = " ".join(str(value).replace("_", " ").replace("-", " ").lower().split())
+    for level in EvidenceLevel:
+        if v == level.value.replace("_", " "):
+            return level
+    found = _LEVEL_WORDS.get(v) or _LEVEL_WORDS.get(v.replace("meta analysis", "meta-analysis"))
+    if found is None:
+        raise InputError(
+            f"unknown evidence level {value!r}: use one of "
+            f"{', '.join(x.value for x in EvidenceLevel)} (or guideline, rct, systematic review, "
+            "...)"
+        )
+    return found

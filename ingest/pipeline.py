@@ -21,7 +21,7 @@ from typing import Any
 from ingest.chunking import Chunker, ChunkingError
 from ingest.records import Deletion, InputError, Problem, Record
 from retrieval.index import Index
-from retrieval.types import Chunk, Document
+from retrieval.types import Chunk, Document, EvidenceLevel
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,11 @@ def ingest_paths(
     *,
     batch_docs: int | None = None,
     desc: str | None = None,
+    evidence_level: EvidenceLevel | None = None,
 ) -> IngestReport:
     """Ingest files and folders of one ``kind`` (pubmed, pmc, guidelines, beir), or of the
     kind detected for each path when ``kind`` is None; one report for them all.
+    ``evidence_level`` applies to HTML, Markdown and PDF files that declare none.
 
     A path that does not exist is an :class:`ingest.records.InputError` raised before
     anything is written; unreadable files inside are reported and skipped.
@@ -216,8 +218,15 @@ def ingest_paths(
         groups.append((k, expand(k, [p])))  # (expand names a missing path)
 
     def all_records() -> Iterator[Record]:
+        from ingest.sources.guidelines import with_level
+
         for k, files in groups:
-            yield from records(k, files)
+            for rec in records(k, files):
+                # an HTML, Markdown or PDF file ("guideline:..." ids) takes the command's level
+                file_doc = isinstance(rec, Document) and rec.doc_id.startswith("guideline:")
+                if evidence_level and file_doc:
+                    rec = with_level(rec, evidence_level)  # type: ignore[arg-type]
+                yield rec
 
     label = desc or f"ingest {kind or ', '.join(dict.fromkeys(k for k, _ in groups))}"
     return run_ingest(all_records(), index, batch_docs=batch_docs, desc=label)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from retrieval.errors import InputError
 from retrieval.stores.base import AnyOf, Clause, Condition, Not
-from retrieval.types import EvidenceLevel, Source
+from retrieval.types import EvidenceLevel, Source, parse_grade
 
 
 class SearchFilters(BaseModel):
@@ -45,6 +45,16 @@ class SearchFilters(BaseModel):
     exclude_retracted: bool = Field(
         False, description="Drop retracted records (PubMed's 'Retracted Publication')."
     )
+    grades: tuple[str, ...] = Field(
+        (),
+        description="Only guidelines with one of these recommendation grades (USPSTF A, B, C, "
+        "D, I; GRADE strong, conditional, weak); other evidence is dropped too.",
+    )
+
+    @field_validator("grades")
+    @classmethod
+    def _known_grades(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(parse_grade(g) for g in value))
 
     @model_validator(mode="after")
     def _years_in_order(self) -> SearchFilters:
@@ -68,6 +78,7 @@ class SearchFilters(BaseModel):
             ("extra.body", self.bodies),
             ("language", self.languages),
             ("mesh_terms", self.mesh_terms),
+            ("extra.grade", self.grades),
         ):
             if values:
                 out.append(Condition(key, any=tuple(values)))

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval.errors import InputError
+
 
 class EvidenceLevel(StrEnum):
     """Evidence level of a source, best first (the order is used for ranking)."""
@@ -29,6 +31,34 @@ class EvidenceLevel(StrEnum):
     def rank(self) -> int:
         """0 for the strongest evidence, 6 for ``other``."""
         return list(EvidenceLevel).index(self)
+
+
+GRADES = ("A", "B", "C", "D", "I")
+"""USPSTF grades; GRADE's strengths are also accepted (:data:`GRADE_STRENGTHS`)."""
+GRADE_STRENGTHS = ("strong", "conditional", "weak", "good practice statement")
+
+
+def parse_grade(value: str) -> str:
+    """A recommendation grade, normalized: USPSTF A/B/C/D/I (upper case) or a GRADE
+    strength (lower case); a clear error otherwise.
+
+    >>> parse_grade(" b "), parse_grade("Grade A"), parse_grade("Strong")
+    ('B', 'A', 'strong')
+    >>> parse_grade("Z")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    retrieval.errors.InputError: unknown grade 'Z': use A, B, C, D or I (USPSTF) or ...
+    """
+    v = " ".join(str(value).split())
+    bare = v.upper().removeprefix("GRADE ").strip()
+    if bare in GRADES:
+        return bare
+    if v.lower() in GRADE_STRENGTHS:
+        return v.lower()
+    raise InputError(
+        f"unknown grade {value!r}: use {', '.join(GRADES[:-1])} or {GRADES[-1]} (USPSTF) or "
+        f"{', '.join(GRADE_STRENGTHS)} (GRADE)"
+    )
 
 
 class Source(StrEnum):

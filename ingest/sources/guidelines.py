@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from bs4 import BeautifulSoup
 from ingest.records import Problem, Record, read_text
 from retrieval.errors import InputError
 from retrieval.types import Document, EvidenceLevel, Section, Source
+
+log = logging.getLogger(__name__)
 
 USPSTF_URL = "https://www.uspreventiveservicestaskforce.org/uspstf/recommendation-topics"
 
@@ -194,17 +198,95 @@ def _doc_id(kind: str, path: Path) -> str:
     return f"guideline:{kind}:{path.stem}-{digest}"
 
 
-def _guideline(path: Path, kind: str, title: str, sections: list[Section]) -> Document:
+META_KEYS = ("evidence_level", "grade", "body", "title", "year")
+"""What a guideline file may declare about itself: Markdown front matter (``key: value``
+lines between ``---``), HTML ``<meta name=... content=...>`` (``evidence-level``,
+``grade``, ``body`` or ``dc.publisher``, ``dc.date``), PDF document info (``/EvidenceLevel``,
+``/Grade``, ``/Body``)."""
+
+
+def _meta_key(name: str) -> str | None:
+    n = name.strip().lower().replace("-", "_").replace(" ", "_")
+    n = n.removeprefix("citation_").removeprefix("dc.").removeprefix("/")
+    aliases = {"evidencelevel": "evidence_level", "level": "evidence_level",
+               "publisher": "body", "organization": "body", "date": "year"}  # fmt: skip
+    n = aliases.get(n, n)
+    return n if n in META_KEYS else None
+
+
+def _guideline(
+    path: Path, kind: str, title: str, sections: list[Section], meta: dict[str, str] | None = None
+) -> Document:
+    """A guideline-like file. Its evidence level is what the file declares (else 'other': an
+    HTML, Markdown or PDF file is not a guideline by being one; ``evidex ingest guidelines
+    --evidence-level`` sets it for the files that declare none)."""
+    from ingest.evidence import parse_grade, parse_level
+
+    meta = meta or {}
+    level, grade = EvidenceLevel.OTHER, None
+    extra: dict[str, str | int | float | bool | list[str] | None] = {
+        "body": meta.get("body") or None,
+        "file": path.name,
+    }
+    if meta.get("evidence_level"):
+        try:
+            level = parse_level(meta["evidence_level"])
+            extra["evidence_level_from"] = "file"
+        except InputError as exc:
+            log.warning("%s: %s; its evidence level is 'other'", path, exc)
+    if meta.get("grade"):
+        try:
+            grade = parse_grade(meta["grade"])
+        except InputError as exc:
+            log.warning("%s: %s; no grade stored", path, exc)
+    extra["grade"] = grade
+    m = re.search(r"(1[89]|20)\d{2}", meta.get("year") or "")
     return Document(
         doc_id=_doc_id(kind, path),
         source=Source.GUIDELINE,
-        title=title or path.stem,
+        title=meta.get("title") or title or path.stem,
         sections=tuple(sections),
-        evidence_level=EvidenceLevel.GUIDELINE,
+        evidence_level=level,
+        year=int(m.group(0)) if m else None,
         url=path.resolve().as_uri(),
-        extra={"body": None, "file": path.name},
-        publication_types=("Practice Guideline",),
+        extra=extra,
+        publication_types=("Practice Guideline",) if level is EvidenceLevel.GUIDELINE else (),
     )
+
+
+def with_level(doc: Document, level: EvidenceLevel) -> Document:
+    """``doc`` with the command's evidence level, unless its file declared one."""
+    if doc.extra.get("evidence_level_from") == "file" or level is doc.evidence_level:
+        return doc
+    return doc.model_copy(
+        update={
+            "evidence_level": level,
+            "extra": {**doc.extra, "evidence_level_from": "command"},
+            "publication_types": ("Practice Guideline",) if level is EvidenceLevel.GUIDELINE
+            else (),
+        }
+    )  # fmt: skip
+
+
+_FRONT = re.compile(r"\A\ufeff?---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
+
+
+def front_matter(text: str) -> tuple[dict[str, str], str]:
+    r"""A Markdown file's ``key: value`` front matter and the text after it.
+
+    >>> front_matter("---\nevidence-level: guideline\ngrade: B\n---\n# T\nBody")
+    ({'evidence_level': 'guideline', 'grade': 'B'}, '# T\nBody')
+    """
+    m = _FRONT.match(text)
+    if not m:
+        return {}, text
+    meta: dict[str, str] = {}
+    for line in m.group(1).splitlines():
+        key, sep, value = line.partition(":")
+        k = _meta_key(key) if sep else None
+        if k:
+            meta[k] = value.strip().strip("\"'")
+    return meta, text[m.end() :]
 
 
 def parse_markdown(path: Path) -> Iterator[Record]:
@@ -216,6 +298,7 @@ def parse_markdown(path: Path) -> Iterator[Record]:
     if isinstance(text, Problem):
         yield text
         return
+    meta, text = front_matter(text)
     nodes = MarkdownNodeParser().get_nodes_from_documents([LIDocument(text=text)])
     title = ""
     sections: list[Section] = []
@@ -236,7 +319,7 @@ def parse_markdown(path: Path) -> Iterator[Record]:
     if not sections:
         yield Problem(str(path), "", "no text")
         return
-    yield _guideline(path, "md", title, sections)
+    yield _guideline(path, "md", title, sections, meta)
 
 
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
@@ -253,8 +336,13 @@ def parse_html(path: Path) -> Iterator[Record]:
         return
     tags = [*sorted(_HEADINGS), "p", "li", "td", "th", "pre", "blockquote", "dd", "dt"]
     nodes = HTMLNodeParser(tags=tags).get_nodes_from_documents([LIDocument(text=text)])
-    soup_title = BeautifulSoup(text, "html.parser").title
-    title = " ".join(soup_title.get_text().split()) if soup_title else ""
+    soup = BeautifulSoup(text, "html.parser")
+    title = " ".join(soup.title.get_text().split()) if soup.title else ""
+    meta = {}
+    for tag in soup.find_all("meta"):
+        k = _meta_key(str(tag.get("name") or tag.get("property") or ""))
+        if k and tag.get("content"):
+            meta.setdefault(k, " ".join(str(tag.get("content")).split()))
     stack: list[tuple[int, str]] = []
     sections: list[Section] = []
     current: list[str] = []
@@ -285,7 +373,7 @@ def parse_html(path: Path) -> Iterator[Record]:
     if not sections:
         yield Problem(str(path), "", "no text in HTML")
         return
-    yield _guideline(path, "html", title, sections)
+    yield _guideline(path, "html", title, sections, meta)
 
 
 def parse_pdf(path: Path) -> Iterator[Record]:
@@ -308,10 +396,15 @@ def parse_pdf(path: Path) -> Iterator[Record]:
             if body:
                 sections.append(Section(title=f"Page {i}", text=body, page=i))
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
+        meta = {}
+        for key, value in (reader.metadata or {}).items():
+            k = _meta_key(str(key))
+            if k and k != "title" and value:
+                meta[k] = str(value)
     except (PdfReadError, OSError, ValueError) as exc:
         yield Problem(str(path), "", f"unreadable PDF: {exc}")
         return
     if not sections:
         yield Problem(str(path), "", "no extractable text (a scanned PDF needs OCR first)")
         return
-    yield _guideline(path, "pdf", str(meta_title).strip(), sections)
+    yield _guideline(path, "pdf", str(meta_title).strip(), sections, meta)

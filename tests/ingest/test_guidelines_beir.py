@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 import json
 from pathlib import Path
@@ -108,7 +109,8 @@ def test_markdown_sections_follow_headings(tmp_path: Path) -> None:
     labels = [s.title for s in doc.sections]
     assert labels == ["", "Diagnosis", "Diagnosis > Ambulatory monitoring", "Treatment"]
     assert doc.sections[2].text == "Use 24-hour ambulatory monitoring when available."
-    assert doc.evidence_level == EvidenceLevel.GUIDELINE
+    # a Markdown file is not a guideline by being one: it says so, or the command does
+    assert doc.evidence_level == EvidenceLevel.OTHER and doc.publication_types == ()
 
 
 def test_html_sections_follow_headings(tmp_path: Path) -> None:
@@ -205,3 +207,84 @@ def test_folder_expansion_and_mixed_guidelines(tmp_path: Path) -> None:
     assert sum(isinstance(r, Document) for r in recs) == 4
     (p,) = [r for r in recs if isinstance(r, Problem)]
     assert p.path.endswith("empty.md") and p.message == "empty file"
+
+
+def test_evidence_level_and_grade_from_the_file_or_the_command(tmp_path: Path) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    from ingest.pipeline import ingest_paths
+    from retrieval.index import Index
+    from retrieval.settings import load_settings
+
+    g = tmp_path / "g"
+    g.mkdir()
+    (g / "declared.md").write_text(
+        "---\nevidence-level: systematic review\ngrade: b\nbody: NICE\nyear: 2021\n---\n" + GUIDE_MD
+    )
+    (g / "meta.html").write_text(
+        GUIDE_HTML.replace(
+            "<head>",
+            '<head><meta name="evidence-level" content="practice guideline">'
+            '<meta name="grade" content="Strong"><meta name="dc.publisher" content="ADA">',
+        )
+    )
+    (g / "plain.md").write_text(GUIDE_MD)
+    (g / "bad.md").write_text("---\nevidence-level: folklore\ngrade: Z\n---\n" + GUIDE_MD)
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf(["Asthma text."]))))
+    writer.add_metadata({"/EvidenceLevel": "guideline", "/Grade": "I"})
+    with (g / "tagged.pdf").open("wb") as fh:
+        writer.write(fh)
+    (g / "plain.pdf").write_bytes(make_pdf(["Other text here."]))
+
+    docs = {d.extra["file"]: d for f in sorted(g.iterdir())
+            for d in records("guidelines", [f]) if isinstance(d, Document)}  # fmt: skip
+    md = docs["declared.md"]
+    assert (md.evidence_level, md.extra["grade"], md.extra["body"], md.year) == (
+        EvidenceLevel.SYSTEMATIC_REVIEW, "B", "NICE", 2021)  # fmt: skip
+    assert "evidence-level" not in md.sections[0].text  # the front matter is not text
+    html = docs["meta.html"]
+    assert (html.evidence_level, html.extra["grade"], html.extra["body"]) == (
+        EvidenceLevel.GUIDELINE, "strong", "ADA")  # fmt: skip
+    assert html.publication_types == ("Practice Guideline",)
+    assert (docs["tagged.pdf"].evidence_level, docs["tagged.pdf"].extra["grade"]) == (
+        EvidenceLevel.GUIDELINE, "I")  # fmt: skip
+    for name in ("plain.md", "plain.pdf", "bad.md"):  # nothing (valid) declared: 'other'
+        assert docs[name].evidence_level == EvidenceLevel.OTHER, name
+    assert docs["bad.md"].extra["grade"] is None
+
+    # the command's level applies to the files that declare none; declared ones keep theirs
+    settings = load_settings(data_dir=tmp_path, store={"path": tmp_path / "store"})
+    with Index(settings, tmp_path / "store") as idx:
+        ingest_paths([g], idx, "guidelines", evidence_level=EvidenceLevel.GUIDELINE)
+        levels = {h.title: h.evidence_level for h in idx.search("asthma diabetes hypertension",
+                                                                 k=20, max_per_doc=1)}  # fmt: skip
+        assert idx.stats().documents == 6
+    assert set(levels.values()) <= {"practice_guideline", "systematic_review"}
+    assert levels["Hypertension in adults"] in ("practice_guideline", "systematic_review")
+
+
+def test_grade_filter_on_uspstf(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    runner = CliRunner()
+    store = tmp_path / "store"
+    uspstf = shared_path("guidelines", "uspstf_recommendations.json")
+    res = runner.invoke(app, ["ingest", "guidelines", str(uspstf), "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["search", "cancer screening", "--grade", "a", "--grade", "B",
+                              "-k", "10", "--json", "--store", str(store)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.stdout)["results"]
+    assert hits and {h["grade"] for h in hits} <= {"A", "B"}
+    args = ["search", "cancer screening", "-k", "10", "--json", "--store", str(store)]
+    all_hits = json.loads(runner.invoke(app, args).stdout)["results"]
+    assert {h["grade"] for h in all_hits} - {"A", "B"}  # the filter removed something
+    res = runner.invoke(app, ["search", "x", "--grade", "Z", "--store", str(store)])
+    assert res.exit_code == 2 and "unknown grade 'Z'" in res.stderr
+    res = runner.invoke(app, ["search", "cancer screening", "--store", str(store)])
+    assert "grade " in res.stdout  # shown on hits
+    res = runner.invoke(app, ["ingest", "guidelines", str(uspstf), "--evidence-level", "x",
+                              "--store", str(store)])  # fmt: skip
+    assert res.exit_code == 2 and "--evidence-level" in res.stderr

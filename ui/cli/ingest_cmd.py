@@ -62,7 +62,43 @@ def _file_command(kind: str, help_text: str) -> None:
 
 
 for _kind, _help in FILE_KINDS.items():
-    _file_command(_kind, _help)
+    if _kind != "guidelines":
+        _file_command(_kind, _help)
+
+
+@command(ingest_app, "guidelines")
+def ingest_guidelines(
+    paths: PathsArg,
+    evidence_level: Annotated[
+        str | None,
+        typer.Option(
+            "--evidence-level",
+            help="Evidence level of the HTML, Markdown and PDF files that declare none "
+            "(practice_guideline, systematic_review, review, other, ...). Without it they are "
+            "'other'; USPSTF and MedQuAD keep their own.",
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    batch_docs: BatchOpt = None,
+) -> None:
+    """Guidelines: USPSTF JSON, MedQuAD (.jsonl[.gz], .xml), HTML, Markdown, PDF."""
+    from ingest.evidence import parse_level
+    from ingest.pipeline import ingest_paths
+    from retrieval.errors import InputError, UsageError
+
+    try:
+        level = parse_level(evidence_level) if evidence_level is not None else None
+    except InputError as exc:
+        raise UsageError(f"--evidence-level: {exc}") from None
+    index = open_index(load(config, store), store, create=True)
+    try:
+        report = ingest_paths(paths, index, "guidelines", batch_docs=batch_docs,
+                              evidence_level=level)  # fmt: skip
+    finally:
+        index.close()
+    _finish(report, as_json, index.where)
 
 
 @command(ingest_app, "entrez")

@@ -30,6 +30,14 @@ YearToOpt = Annotated[int | None, typer.Option(help="Published in or before.")]
 EvidenceOpt = Annotated[
     ListOpt, typer.Option(help="Only these evidence levels, e.g. systematic_review.")
 ]
+GradeOpt = Annotated[
+    ListOpt,
+    typer.Option(
+        "--grade",
+        help="Only guidelines with this recommendation grade (USPSTF A, B, C, D, I; GRADE "
+        "strong, conditional, weak); repeat for several.",
+    ),
+]
 
 
 def search_filters(**values: Any) -> Any:
@@ -73,6 +81,7 @@ def search(
     exclude_retracted: Annotated[
         bool, typer.Option("--exclude-retracted", help="Drop retracted records.")
     ] = False,
+    grade: GradeOpt = None,
     why: Annotated[bool, typer.Option(help="Show each hit's score parts.")] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
@@ -85,6 +94,7 @@ def search(
         year_from=year_from, year_to=year_to, sources=source, evidence_levels=evidence,
         publication_types=publication_type, languages=language, mesh_terms=mesh, bodies=body,
         patient_age=age, patient_sex=sex, exclude_retracted=exclude_retracted or None,
+        grades=grade,
     )  # fmt: skip
     index = open_index(load(config, store), store, create=False)
     try:
@@ -111,6 +121,7 @@ def ask(
     year_from: YearFromOpt = None,
     year_to: YearToOpt = None,
     evidence: EvidenceOpt = None,
+    grade: GradeOpt = None,
     reasoning: Annotated[
         bool, typer.Option(help="Also show a reasoning model's <think> text.")
     ] = False,
@@ -123,7 +134,7 @@ def ask(
     from answer.patient import load_patient
 
     filters = search_filters(year_from=year_from, year_to=year_to, sources=source,
-                             evidence_levels=evidence)  # fmt: skip
+                             evidence_levels=evidence, grades=grade)  # fmt: skip
     pat = load_patient(patient) if patient is not None else None
     settings = load(config, store)
     settings.answer.show_reasoning = settings.answer.show_reasoning or reasoning
