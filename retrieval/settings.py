@@ -109,6 +109,14 @@ class EntrezSettings(_Stage):
     timeout_s: float = Field(20.0, gt=0, description="Per-request timeout in seconds.")
     retries: int = Field(4, ge=0, description="Retries of a failed request.")
     backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each time.")
+    full_text: bool = Field(
+        False,
+        description="Also fetch the PMC full text (JATS, db=pmc) of records with a PMCID in "
+        "the open-access subset, merged into the PubMed record (one reference per article).",
+    )
+    full_text_batch: int = Field(
+        20, ge=1, le=200, description="PMC articles per efetch call (full texts are large)."
+    )
     default_topic: str = Field(
         "hypertension treatment",
         description="Topic the main job pulls from PubMed when no corpus path is given.",

@@ -282,6 +282,10 @@ def _render_answer(answer: Answer) -> None:
             link = view.reference_link(ref)
             if link:
                 st.markdown(f"[Open source]({link})")
+            if ref.pmcid:
+                st.markdown(
+                    f"[Full text ({ref.pmcid})](https://www.ncbi.nlm.nih.gov/pmc/articles/{ref.pmcid}/)"
+                )
     if answer.plan is not None:
         with st.expander("Plan: how the question was searched"):
             for sub in answer.plan.subtasks:

@@ -21,13 +21,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from Bio import Entrez
 
 from ingest.records import InputError, Record
+from ingest.sources.fulltext import with_full_text
 from ingest.sources.pubmed_xml import parse_stream
 from retrieval.settings import EntrezSettings
 
@@ -131,6 +132,11 @@ class EntrezClient:
             raise InputError(f"esearch for {query!r} returned no history (WebEnv)")
         return SearchResult(int(rec["Count"]), str(rec["WebEnv"]), str(rec["QueryKey"]))
 
+    def efetch_pmc(self, pmcids: Sequence[str]) -> bytes:
+        """The JATS full text of these PMC articles (``efetch db=pmc``)."""
+        ids = ",".join(i.upper().removeprefix("PMC") for i in pmcids)
+        return self.request("efetch", {"db": "pmc", "id": ids, "retmode": "xml"})
+
     def efetch(self, search: SearchResult, retstart: int, retmax: int) -> bytes:
         return self.request(
             "efetch",
@@ -203,4 +209,10 @@ def fetch_records(
                 body = client.efetch(search, retstart, min(size, total - retstart))
             _write_atomic(batch, body)
         with open(batch, "rb") as fh:
-            yield from parse_stream(fh, f"PubMed efetch {query!r} records {retstart}+")
+            recs = parse_stream(fh, f"PubMed efetch {query!r} records {retstart}+")
+            if not settings.full_text:
+                yield from recs
+                continue
+            got = list(recs)
+        cache = folder / f"pmc_{retstart:08d}"
+        yield from with_full_text(got, client.efetch_pmc, cache, batch=settings.full_text_batch)

@@ -134,31 +134,52 @@ def article_to_document(root: Any) -> Document:
     )
 
 
+def _parser() -> Any:
+    return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, load_dtd=False)
+
+
 def parse_file(path: Path) -> Iterator[Record]:
     """Parse one JATS file (one article, or an efetch ``pmc-articleset``)."""
     if path.stat().st_size == 0:
         yield Problem(str(path), "", "empty file")
         return
     try:
-        tree = etree.parse(
-            str(path),
-            etree.XMLParser(
-                resolve_entities=False, no_network=True, huge_tree=True, load_dtd=False
-            ),
-        )
+        tree = etree.parse(str(path), _parser())
     except etree.XMLSyntaxError as exc:
         yield Problem(str(path), f"line {exc.lineno}", f"malformed XML: {exc.msg}")
         return
-    root = tree.getroot()
+    yield from _articles(tree.getroot(), str(path))
+
+
+def parse_bytes(data: bytes, origin: str) -> Iterator[Record]:
+    """Parse a JATS reply (an efetch ``db=pmc`` ``pmc-articleset``); ``origin`` names it in
+    problems."""
+    if not data.strip():
+        yield Problem(origin, "", "empty reply")
+        return
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as exc:
+        yield Problem(origin, f"line {exc.lineno}", f"malformed XML: {exc.msg}")
+        return
+    yield from _articles(root, origin)
+
+
+def has_body(doc: Document) -> bool:
+    """Whether a parsed PMC article carries body text (not just its abstract)."""
+    return any(not s.title.startswith("Abstract") for s in doc.sections)
+
+
+def _articles(root: Any, where: str) -> Iterator[Record]:
     for el in root.iter():  # drop namespaces on tags so paths stay simple
         if isinstance(el.tag, str) and el.tag.startswith("{") and "mml" not in el.tag:
             el.tag = etree.QName(el).localname
     articles = [root] if root.tag == "article" else root.findall(".//article")
     if not articles:
-        yield Problem(str(path), "", f"no <article> element (root is <{root.tag}>)")
+        yield Problem(where, "", f"no <article> element (root is <{root.tag}>)")
         return
     for i, art in enumerate(articles, 1):
         try:
             yield article_to_document(art)
         except ValueError as exc:
-            yield Problem(str(path), f"article {i}", str(exc))
+            yield Problem(where, f"article {i}", str(exc))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.records import InputError
+from ingest.records import InputError, Problem
 from ingest.sources.entrez import EntrezClient, EntrezUnavailable, fetch_records, job_dir
 from retrieval.settings import EntrezSettings
 from retrieval.types import Document
@@ -35,6 +35,13 @@ class Replay:
         self.folder = folder
         self.calls: list[tuple[str, dict[str, str], float]] = []
         self.fail_next: list[int] = []  # HTTP codes to answer before the real reply
+        # the real PMC efetch reply, its ids made those of pubmed4.xml's record (PMID
+        # 27797938, PMC5442267) so that the full text belongs to a record the replay serves
+        self.pmc_reply = (
+            (folder / "efetch_pmc.xml").read_bytes()
+            .replace(b'"pmid">34527728<', b'"pmid">27797938<')
+            .replace(b'"pmc">8435807<', b'"pmc">5442267<')
+        )  # fmt: skip
 
     def handle(self, path: str, params: dict[str, str]) -> tuple[int, bytes]:
         self.calls.append((path, params, time.monotonic()))
@@ -42,6 +49,8 @@ class Replay:
             return self.fail_next.pop(0), b"busy"
         if path.endswith("esearch.fcgi"):
             return 200, (self.folder / "esearch2.xml").read_bytes()  # has WebEnv + QueryKey
+        if path.endswith("efetch.fcgi") and params.get("db") == "pmc":
+            return 200, self.pmc_reply
         if path.endswith("efetch.fcgi"):
             start = int(params["retstart"])
             return 200, (self.folder / EFETCH_FILES[start]).read_bytes()
@@ -149,3 +158,43 @@ def test_offline_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
     with pytest.raises(EntrezUnavailable, match="cannot reach NCBI"):
         EntrezClient(s).esearch("asthma")
     assert time.monotonic() - started < 30
+
+
+def test_full_text_from_pmc_is_merged_into_the_pubmed_record(ncbi, tmp_path: Path) -> None:
+    url, replay = ncbi
+    recs = list(fetch_records("cancer", _settings(url, full_text=True), tmp_path))
+    docs = {r.pmid: r for r in recs if isinstance(r, Document)}
+    pmc_calls = [c[1] for c in replay.calls if c[1].get("db") == "pmc"]
+    # one PMC request per PubMed batch holding records with a PMCID (4 of the 6 fixtures)
+    assert len(pmc_calls) == 4 and {c["id"] for c in pmc_calls} >= {"5442267"}
+    d = docs["27797938"]
+    assert d.doc_id == "pmid:27797938" and d.pmcid == "PMC5442267"  # one article, one id
+    assert d.extra["full_text"] == "pmc"
+    body = [s for s in d.sections if s.title.startswith("Full text")]
+    assert body and "upper 95% confidence limit" in body[0].text
+    assert d.sections[0].title != body[0].title  # the PubMed abstract stays first
+    # the other records' PMC replies carry other articles: they keep their abstracts
+    others = [x for x in docs.values() if x.pmcid and x.pmid != "27797938"]
+    assert others and all("full_text" not in x.extra for x in others)
+    # a re-run replays the cached replies: no new PMC request
+    before = len(replay.calls)
+    again = [r for r in fetch_records("cancer", _settings(url, full_text=True), tmp_path)
+             if isinstance(r, Document)]  # fmt: skip
+    assert not [c for c in replay.calls[before:] if c[1].get("db") == "pmc"]
+    assert next(r for r in again if r.pmid == "27797938").extra["full_text"] == "pmc"
+
+
+def test_pmc_reply_without_a_body_or_broken_keeps_the_abstract(ncbi, tmp_path: Path) -> None:
+    import re
+
+    url, replay = ncbi
+    replay.pmc_reply = re.sub(rb"<body>.*</body>", b"", replay.pmc_reply, flags=re.DOTALL)
+    docs = [r for r in fetch_records("q1", _settings(url, full_text=True), tmp_path)
+            if isinstance(r, Document)]  # fmt: skip
+    d = next(x for x in docs if x.pmid == "27797938")
+    assert "full_text" not in d.extra and d.pmcid == "PMC5442267"
+    replay.pmc_reply = b"<pmc-articleset><article><front>"  # cut short
+    recs = list(fetch_records("q2", _settings(url, full_text=True), tmp_path))
+    problems = [r for r in recs if isinstance(r, Problem)]
+    assert problems and "malformed XML" in problems[0].message
+    assert sum(isinstance(r, Document) for r in recs) >= 6  # the abstracts still land

@@ -109,6 +109,14 @@ def ingest_entrez(
     max_records: Annotated[int | None, typer.Option(min=1, help="Most records to fetch.")] = None,
     email: Annotated[str | None, typer.Option(help="Contact e-mail for NCBI.")] = None,
     api_key: Annotated[str | None, typer.Option(help="NCBI API key (10 requests/s).")] = None,
+    full_text: Annotated[
+        bool,
+        typer.Option(
+            "--full-text",
+            help="Also fetch the PMC full text of records in the open-access subset, merged "
+            "into the PubMed record.",
+        ),
+    ] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -122,6 +130,8 @@ def ingest_entrez(
         settings.entrez.email = email
     if api_key:
         settings.entrez.api_key = api_key
+    if full_text:
+        settings.entrez.full_text = True
     index = open_index(settings, store, create=True)
     try:
         recs = fetch_records(query, settings.entrez, settings.data_dir, max_records=max_records)
