@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from answer import compose, digest, gather
+from answer import compose, consensus, digest, gather
 from answer.check import check_citations
 from answer.compose import sanitize_passage
 from answer.llm import load_chat
 from answer.patient import Patient, load_patient
-from answer.types import Answer, Citation, Digest, Reference, RemovedClaim, Usage
+from answer.types import Answer, Citation, Consensus, Digest, Reference, RemovedClaim, Usage
 from answer.verify import JudgeVerifier, NliVerifier, SimilarityVerifier, Verifier
 from planner.chat import ChatError, ChatModel, ChatResult
 from planner.planner import Planner
@@ -359,8 +359,34 @@ class Assistant:
                                abstain="no statement in the generated "
                                "answer was supported by the retrieved evidence")  # fmt: skip
             return
+        agree = self._consensus(run, chat, passages, checked.citations)
         yield self._finish(run, t_start, passages=passages, text=checked.text, raw=result,
-                           citations=checked.citations, removed=checked.removed)  # fmt: skip
+                           citations=checked.citations, removed=checked.removed,
+                           consensus=agree)  # fmt: skip
+
+    def _consensus(
+        self,
+        run: _Run,
+        chat: ChatModel | None,
+        passages: Sequence[ScoredPassage],
+        citations: Sequence[Citation],
+    ) -> Consensus | None:
+        """The cited sources' stances (a served model), or a note saying why there are none."""
+        if not self.settings.answer.consensus:
+            return None
+        if chat is None or getattr(chat, "is_default_embedded", False):
+            return Consensus(available=False, note=consensus.UNAVAILABLE)
+        cited = sorted({c.marker for c in citations})
+        t0 = time.perf_counter()
+        found, call = consensus.assess(
+            chat, run.question, [(n, passages[n - 1].doc_id, passages[n - 1].text) for n in cited]
+        )
+        run.timings["consensus"] = _ms(t0)
+        if call is not None:
+            run.add_usage("consensus", [call])
+        if found.contradiction:
+            run.warnings.append("the cited sources disagree: " + found.summary.split(": ", 2)[-1])
+        return found
 
     def _build_digest(
         self, run: _Run, sources: compose.Sources, *, label: str | None = None
@@ -396,9 +422,11 @@ class Assistant:
             return self._finish(run, t_start, passages=list(sources.passages), degraded=degraded,
                                 abstain="the relevant sources have no sentence long enough "
                                 "to quote")  # fmt: skip
+        chat = None if degraded else self._chat
+        agree = self._consensus(run, chat, sources.passages, found.citations)
         return self._finish(run, t_start, passages=list(sources.passages), text=found.text,
                             citations=found.citations, degraded=degraded,
-                            digest=True)  # fmt: skip
+                            digest=True, consensus=agree)  # fmt: skip
 
     def _finish(
         self,
@@ -414,6 +442,7 @@ class Assistant:
         degraded: bool = False,
         digest: bool = False,
         sources_say: Digest | None = None,
+        consensus: Consensus | None = None,
     ) -> Answer:
         cited = {c.marker for c in citations}
         references = tuple(Reference.of(n, p, cited=n in cited) for n, p in enumerate(passages, 1))
@@ -443,6 +472,7 @@ class Assistant:
             degraded=degraded,
             digest=digest,
             sources_say=sources_say,
+            consensus=consensus,
             warnings=tuple(dict.fromkeys(run.warnings)),
             citations=tuple(citations),
             removed=tuple(removed),

@@ -128,6 +128,29 @@ class Usage(_Frozen):
     completion_tokens: int = Field(0, description="Tokens written.")
 
 
+STANCES = ("supports", "contradicts", "mixed", "does_not_address")
+Stance = Literal["supports", "contradicts", "mixed", "does_not_address"]
+
+
+class SourceStance(_Frozen):
+    """What one cited source finds about the question."""
+
+    marker: int = Field(ge=1, description="The source's number.")
+    doc_id: str = Field(description="The source's document.")
+    stance: Stance = Field(description="supports, contradicts, mixed or does_not_address.")
+
+
+class Consensus(_Frozen):
+    """The cited sources' stances on the question (with a served model), or why there is
+    none."""
+
+    available: bool = Field(description="Whether stances were judged.")
+    stances: tuple[SourceStance, ...] = Field((), description="One per judged source.")
+    summary: str = Field("", description="The tally, and the disagreement when there is one.")
+    contradiction: bool = Field(False, description="Some sources support, others contradict.")
+    note: str = Field("", description="Why there is no consensus (offline, model failed).")
+
+
 class Digest(_Frozen):
     """An evidence digest: the sources' sentences quoted verbatim, each with its citation."""
 
@@ -165,6 +188,9 @@ class Answer(_Frozen):
         description="Under an abstention: the digest of the closest relevant sources, shown "
         "as 'what the sources say' (it answers nothing itself).",
     )
+    consensus: Consensus | None = Field(
+        None, description="The cited sources' stances on the question and their tally."
+    )
     warnings: tuple[str, ...] = Field((), description="What went wrong or was flagged.")
     citations: tuple[Citation, ...] = Field((), description="Citations in the final text.")
     removed: tuple[RemovedClaim, ...] = Field((), description="Sentences taken out.")
@@ -188,7 +214,10 @@ class Answer(_Frozen):
 
     def render(self) -> str:
         """Plain text: answer, references and the notice."""
-        lines = [self.text, ""]
+        lines = []
+        if self.consensus is not None:
+            lines += [self.consensus.summary or self.consensus.note, ""]
+        lines += [self.text, ""]
         if self.sources_say is not None:
             lines += [f"{SOURCES_SAY_LABEL}:", self.sources_say.text, ""]
         refs = self.cited_references or list(self.references)

@@ -383,6 +383,12 @@ class AnswerSettings(_Stage):
         description="Never cite a retracted record (PubMed's 'Retracted Publication' or a "
         "retraction notice): when one is retrieved, the answer leaves it out and says why.",
     )
+    consensus: bool = Field(
+        True,
+        description="With a served model, give each cited source a stance on the question "
+        "(supports, contradicts, mixed, does not address) and open the answer with the tally "
+        "and any disagreement (one extra model call). Absent offline, and the answer says so.",
+    )
     verify: VerifySettings = Field(default_factory=VerifySettings)
     digest: DigestSettings = Field(default_factory=DigestSettings)
 

@@ -228,6 +228,12 @@ def _render_answer(answer: Answer) -> None:
     kind = view.kind(answer)
     markers = [r.marker for r in answer.references]
     body = view.link_markers(answer.text, markers)
+    agree = answer.consensus
+    if agree is not None and agree.available:
+        badge = ":red-badge[Sources disagree]" if agree.contradiction else ":green-badge[Consensus]"
+        st.markdown(f"{badge} {view.link_markers(agree.summary, markers)}")
+    elif agree is not None:
+        st.caption(agree.note)
     if kind == "insufficient":
         with st.container(border=True):
             st.markdown(":orange-badge[Insufficient evidence]")
@@ -255,6 +261,7 @@ def _render_answer(answer: Answer) -> None:
             for r in answer.removed:
                 st.markdown(f"~~{r.sentence}~~  \n:red-badge[unsupported] {r.reason}")
     by_marker = view.citations_by_marker(answer)
+    stances = {x.marker: x.stance for x in agree.stances} if agree is not None else {}
     if answer.references:
         st.markdown("**References**")
     for ref in answer.references:
@@ -262,6 +269,9 @@ def _render_answer(answer: Answer) -> None:
         flags = [":red-badge[RETRACTED]"] if ref.retracted else []
         if ref.grade:
             flags.append(f":violet-badge[Grade {ref.grade}]")
+        stance = stances.get(ref.marker)
+        if stance:
+            flags.append(view.stance_badge(stance))
         flags += [f":orange-badge[{n.label()}]" for n in ref.notices if not ref.retracted]
         if any(c.status == "unsupported" for c in cites) or ref.marker in removed:
             flags.append(":red-badge[unsupported citation]")

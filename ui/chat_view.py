@@ -33,6 +33,24 @@ def badge(level: str) -> str:
     return f":{color}-badge[{label}]"
 
 
+STANCE_BADGES = {
+    "supports": ("supports", "green"),
+    "contradicts": ("contradicts", "red"),
+    "mixed": ("mixed", "orange"),
+    "does_not_address": ("does not address", "gray"),
+}
+
+
+def stance_badge(stance: str) -> str:
+    """A source's stance on the question as a badge.
+
+    >>> stance_badge("contradicts")
+    ':red-badge[contradicts]'
+    """
+    label, color = STANCE_BADGES.get(stance, (stance, "gray"))
+    return f":{color}-badge[{label}]"
+
+
 def link_markers(text: str, markers: Sequence[int]) -> str:
     """Inline ``[n]`` markers as links to their reference card (anchors ``#ref-n``); markers
     with no reference stay plain text.

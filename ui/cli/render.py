@@ -120,6 +120,10 @@ def answer(answer: Any, reasoning: bool) -> None:
         out.print(
             Panel(escape(answer.reasoning), title="Reasoning", border_style="dim"), soft_wrap=False
         )
+    agree = answer.consensus
+    if agree is not None:
+        color = "red" if agree.contradiction else "green" if agree.available else "dim"
+        out.print(f"[{color}]{escape(agree.summary or agree.note)}[/]", highlight=False)
     out.print(Panel(escape(answer.text), title=title, border_style=style), soft_wrap=False)
     if answer.sources_say is not None:
         out.print(
