@@ -25,6 +25,8 @@ UNAVAILABLE = (
     "available with the embedded default."
 )
 
+FAILED = "Consensus unavailable: the served model did not answer."
+
 SYSTEM = """You grade clinical evidence. For each numbered source, say what it finds about the
 question: "supports" (its findings answer the question yes, or favour the intervention),
 "contradicts" (its findings answer it no, or go against it), "mixed" (both, or unclear

@@ -140,7 +140,7 @@ class Sentence:
         'conclusion'
         """
         if self.label not in (None, "other"):
-            return "background" if self.cue == "background" else self.label  # type: ignore[return-value]
+            return "background" if self.cue == "background" else str(self.label)
         if self.cue == "background":
             return "background"
         tail = self.from_end is not None and self.from_end < len(TAIL_PRIOR)

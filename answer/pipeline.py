@@ -85,6 +85,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     plan: Plan | None = None
     candidates: list[gather.Candidate] = field(default_factory=list)
+    left_out: list[ScoredPassage] = field(default_factory=list)
 
     def add_usage(self, stage: str, calls: Sequence[ChatResult]) -> None:
         for c in calls:
@@ -288,8 +289,8 @@ class Assistant:
         except StoreError as exc:
             raise AnswerError(str(exc)) from exc
         if a.exclude_retracted:  # retracted evidence is never cited
-            by_sub, left_out = gather.drop_retracted(by_sub)
-            run.warnings.extend(gather.retraction_warning(p) for p in left_out)
+            by_sub, run.left_out = gather.drop_retracted(by_sub)
+            run.warnings.extend(gather.retraction_warning(p) for p in run.left_out)
         selected = gather.select(by_sub, a.max_sources)
         run.timings["retrieve"] = _ms(t0)
 
@@ -374,6 +375,8 @@ class Assistant:
         """The cited sources' stances (a served model), or a note saying why there are none."""
         if not self.settings.answer.consensus:
             return None
+        if chat is None and self.settings.llm.kind == "openai":
+            return Consensus(available=False, note=consensus.FAILED)
         if chat is None or getattr(chat, "is_default_embedded", False):
             return Consensus(available=False, note=consensus.UNAVAILABLE)
         cited = sorted({c.marker for c in citations})
@@ -422,8 +425,11 @@ class Assistant:
             return self._finish(run, t_start, passages=list(sources.passages), degraded=degraded,
                                 abstain="the relevant sources have no sentence long enough "
                                 "to quote")  # fmt: skip
-        chat = None if degraded else self._chat
-        agree = self._consensus(run, chat, sources.passages, found.citations)
+        if degraded and self._chat is not None:  # a served model that failed
+            agree: Consensus | None = Consensus(available=False, note=consensus.FAILED)
+            agree = agree if self.settings.answer.consensus else None
+        else:
+            agree = self._consensus(run, self._chat, sources.passages, found.citations)
         return self._finish(run, t_start, passages=list(sources.passages), text=found.text,
                             citations=found.citations, degraded=degraded,
                             digest=True, consensus=agree)  # fmt: skip
@@ -473,6 +479,7 @@ class Assistant:
             digest=digest,
             sources_say=sources_say,
             consensus=consensus,
+            left_out=tuple(run.left_out),
             warnings=tuple(dict.fromkeys(run.warnings)),
             citations=tuple(citations),
             removed=tuple(removed),

@@ -188,6 +188,11 @@ class Answer(_Frozen):
         description="Under an abstention: the digest of the closest relevant sources, shown "
         "as 'what the sources say' (it answers nothing itself).",
     )
+    left_out: tuple[ScoredPassage, ...] = Field(
+        (),
+        description="Retrieved records left out because they are retracted (with their "
+        "notices), one per document (answer.exclude_retracted).",
+    )
     consensus: Consensus | None = Field(
         None, description="The cited sources' stances on the question and their tally."
     )

@@ -296,6 +296,15 @@ def _render_answer(answer: Answer) -> None:
                 st.markdown(
                     f"[Full text ({ref.pmcid})](https://www.ncbi.nlm.nih.gov/pmc/articles/{ref.pmcid}/)"
                 )
+    if answer.left_out:
+        with st.expander(f"Left out: retracted records ({len(answer.left_out)})"):
+            for p in answer.left_out:
+                notices = " ".join(f":orange-badge[{n.label()}]" for n in p.notices)
+                who = f"PMID {p.pmid}" if p.pmid else p.doc_id
+                st.markdown(
+                    f":red-badge[RETRACTED] **{p.heading()[0] or p.doc_id}** ({who}) {notices}  \n"
+                    "Retrieved but never cited: the record is retracted."
+                )
     if answer.plan is not None:
         with st.expander("Plan: how the question was searched"):
             for sub in answer.plan.subtasks:

@@ -338,11 +338,11 @@ def parse_html(path: Path) -> Iterator[Record]:
     nodes = HTMLNodeParser(tags=tags).get_nodes_from_documents([LIDocument(text=text)])
     soup = BeautifulSoup(text, "html.parser")
     title = " ".join(soup.title.get_text().split()) if soup.title else ""
-    meta = {}
-    for tag in soup.find_all("meta"):
-        k = _meta_key(str(tag.get("name") or tag.get("property") or ""))
-        if k and tag.get("content"):
-            meta.setdefault(k, " ".join(str(tag.get("content")).split()))
+    meta: dict[str, str] = {}
+    for el in soup.find_all("meta"):
+        k = _meta_key(str(el.get("name") or el.get("property") or ""))
+        if k and el.get("content"):
+            meta.setdefault(k, " ".join(str(el.get("content")).split()))
     stack: list[tuple[int, str]] = []
     sections: list[Section] = []
     current: list[str] = []

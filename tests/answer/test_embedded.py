@@ -37,9 +37,7 @@ def test_ask_and_stream_with_the_embedded_model(answer_index: AnswerIndex) -> No
 
 
 def test_embedded_model_and_a_planted_injection(answer_index: AnswerIndex) -> None:
-    s = answer_index.settings(
-        llm={"threads": 2}, answer={"max_tokens": 120, "mode": "synthesize"}
-    )
+    s = answer_index.settings(llm={"threads": 2}, answer={"max_tokens": 120, "mode": "synthesize"})
     with Assistant(s) as a:
         ans = a.ask("Does low-dose aspirin prevent stroke after a transient ischemic attack?")
     _check(ans)

@@ -136,6 +136,8 @@ def test_answers_never_cite_a_retracted_record(indexed: tuple[Any, dict[str, Any
         assert any(w.startswith(f"PMID {RETRACTED_PMID} was retrieved but left out: it is "
                                 "retracted (Retraction in PMID 30535384")
                    for w in answer.warnings), answer.warnings  # fmt: skip
+        (gone,) = answer.left_out  # the left-out record, with its notice, for the chat
+        assert gone.pmid == RETRACTED_PMID and gone.retracted and gone.notices
         assistant.settings.answer.exclude_retracted = False  # shown, and marked, when allowed
         shown = assistant.ask(question)
     flagged = [r for r in shown.references if r.pmid == RETRACTED_PMID]

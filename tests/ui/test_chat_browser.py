@@ -81,6 +81,54 @@ def chat_url(
         log.close()
 
 
+def _streamlit(env: dict[str, str], data: Path) -> Iterator[str]:
+    port = free_port()
+    log = (data / "streamlit.log").open("w+b")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "ui" / "chat_app.py"),
+         "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"],
+        env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(proc, f"{url}/_stcore/health", log)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def served_chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The chat with a served (scripted, OpenAI-compatible) model over an index holding 40
+    PubMedQA abstracts and a retracted PubMed record."""
+    from ingest.pipeline import ingest_paths
+    from retrieval.index import Index
+    from retrieval.settings import load_settings
+    from tests.conftest import shared_path
+    from tests.ingest.test_notices import retracted_copy
+    from tests.llama_server import serve_app
+    from tests.scripted_openai import create_app
+
+    data = tmp_path_factory.mktemp("served-chat")
+    corpus = data / "corpus.jsonl"
+    lines = shared_path("pubmedqa", "beir_dev", "corpus.jsonl").read_text().splitlines()[:40]
+    corpus.write_text("\n".join(lines) + "\n")
+    store = data / "store"
+    with Index(load_settings(data_dir=data, store={"path": store}), store) as idx:
+        ingest_paths([corpus], idx, "beir")
+        ingest_paths([retracted_copy(data / "retracted.xml")], idx, "pubmed")
+    UserStore(data / "users.json").add("alice", PASSWORD)
+    with serve_app(create_app()) as model_url:
+        env = {"EVIDEX_DATA_DIR": str(data), "EVIDEX_STORE__PATH": str(store),
+               "EVIDEX_LLM__KIND": "openai", "EVIDEX_LLM__BASE_URL": f"{model_url}/v1",
+               "EVIDEX_PLANNER__USE_LLM": "never", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+        yield from _streamlit(env, data)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     opts = webdriver.ChromeOptions()
@@ -148,6 +196,9 @@ def test_clinician_session_in_a_real_browser(
     _wait(browser, 300).until(_text_on_page("Was this answer right?"))
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "References" in body and "Evidence retrieved" in body
+    # the embedded default answers with an evidence digest: quotes, labelled, no consensus
+    assert "Evidence digest: quoted from the sources, no model synthesis" in body
+    assert "“" in body and "needs a served model" in body
     browser.save_screenshot(str(ARTIFACTS / "chat-answer.png"))
     # 3. expand a citation: its card shows the evidence badge, the passage and the source link
     card = browser.find_element(
@@ -197,3 +248,46 @@ def test_clinician_session_in_a_real_browser(
     browser.save_screenshot(str(ARTIFACTS / "chat-filtered.png"))
     audit = (data / "audit.jsonl").read_text()
     assert audit.count('"event": "ask"') == 2 and '"event": "feedback"' in audit
+
+
+def _sign_in(browser: WebDriver, url: str) -> None:
+    browser.delete_all_cookies()
+    browser.get(url)
+    _input(browser, "User name").send_keys("alice")
+    _input(browser, "Password").send_keys(PASSWORD)
+    browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
+    _wait(browser).until(_text_on_page("Signed in as alice"))
+    _wait(browser).until(_text_on_page("a licensed clinician must review"))
+
+
+def _answered(n: int):  # type: ignore[no-untyped-def]
+    def check(d: WebDriver) -> WebElement | bool:
+        msgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stChatMessage"]')
+        return len(msgs) == n and "Was this answer right?" in msgs[-1].text and msgs[-1]
+
+    return check
+
+
+def test_served_model_consensus_and_a_retracted_record_in_a_real_browser(
+    served_chat_url: str, browser: WebDriver, answer_index: AnswerIndex, last_page: None
+) -> None:
+    _sign_in(browser, served_chat_url)
+    # 1. a synthesized answer whose two cited sources the model judges to disagree
+    _ask(browser, answer_index.question)
+    last = _wait(browser, 300).until(_answered(2))
+    assert isinstance(last, WebElement)
+    assert "Answer with verified citations" in last.text
+    assert "Sources disagree" in last.text and "Consensus of 2 cited sources" in last.text
+    assert "1 supports, 1 contradicts" in last.text
+    browser.save_screenshot(str(ARTIFACTS / "chat-consensus.png"))
+    # 2. a question that retrieves the retracted record: left out, and shown as retracted
+    _ask(browser, "Is leucocyte telomere length associated with pancreatic cancer risk?")
+    last = _wait(browser, 300).until(_answered(4))
+    assert isinstance(last, WebElement)
+    assert "was retrieved but left out: it is retracted" in last.text
+    left = last.find_element(
+        By.XPATH, ".//details[.//summary//p[starts-with(normalize-space(.), 'Left out')]]"
+    )
+    left.find_element(By.TAG_NAME, "summary").click()
+    _wait(browser).until(lambda d: "RETRACTED" in left.text and "Retraction in PMID" in left.text)
+    browser.save_screenshot(str(ARTIFACTS / "chat-retracted.png"))
