@@ -138,10 +138,11 @@ _VERB = {
 def assess(
     chat: ChatModel, question: str, sources: Sequence[tuple[int, str, str]], max_tokens: int = 300
 ) -> tuple[Consensus, ChatResult | None]:
-    """The consensus of ``(marker, doc_id, text)`` cited sources, and the model call."""
+    """The consensus of ``(marker, doc_id, text)`` cited sources (text: a title line, then the
+    passage as the generator saw it), and the model call."""
     if not sources:
         return Consensus(available=False, note="no cited sources to compare"), None
-    blocks = "\n\n".join(f"[{n}] {text[:1500]}" for n, _, text in sources)
+    blocks = "\n\n".join(f"[{n}] {text[:1700]}" for n, _, text in sources)
     msgs = [
         ChatMessage(role="system", content=SYSTEM),
         ChatMessage(role="user", content=f"Question: {question}\n\nSources:\n\n{blocks}"),

@@ -360,7 +360,7 @@ class Assistant:
                                abstain="no statement in the generated "
                                "answer was supported by the retrieved evidence")  # fmt: skip
             return
-        agree = self._consensus(run, chat, passages, checked.citations)
+        agree = self._consensus(run, chat, sources, checked.citations)
         yield self._finish(run, t_start, passages=passages, text=checked.text, raw=result,
                            citations=checked.citations, removed=checked.removed,
                            consensus=agree)  # fmt: skip
@@ -369,10 +369,11 @@ class Assistant:
         self,
         run: _Run,
         chat: ChatModel | None,
-        passages: Sequence[ScoredPassage],
+        sources: compose.Sources,
         citations: Sequence[Citation],
     ) -> Consensus | None:
-        """The cited sources' stances (a served model), or a note saying why there are none."""
+        """The cited sources' stances (a served model), or a note saying why there are none.
+        The model sees the sources as shown to the generator (instruction-like text withheld)."""
         if not self.settings.answer.consensus:
             return None
         if chat is None and self.settings.llm.kind == "openai":
@@ -381,9 +382,11 @@ class Assistant:
             return Consensus(available=False, note=consensus.UNAVAILABLE)
         cited = sorted({c.marker for c in citations})
         t0 = time.perf_counter()
-        found, call = consensus.assess(
-            chat, run.question, [(n, passages[n - 1].doc_id, passages[n - 1].text) for n in cited]
-        )
+        shown = [
+            (n, p.doc_id, f"{p.heading()[0][:200]}\n{sources.shown[n - 1]}")
+            for n, p in ((n, sources.passages[n - 1]) for n in cited)
+        ]
+        found, call = consensus.assess(chat, run.question, shown)
         run.timings["consensus"] = _ms(t0)
         if call is not None:
             run.add_usage("consensus", [call])
@@ -429,7 +432,7 @@ class Assistant:
             agree: Consensus | None = Consensus(available=False, note=consensus.FAILED)
             agree = agree if self.settings.answer.consensus else None
         else:
-            agree = self._consensus(run, self._chat, sources.passages, found.citations)
+            agree = self._consensus(run, self._chat, sources, found.citations)
         return self._finish(run, t_start, passages=list(sources.passages), text=found.text,
                             citations=found.citations, degraded=degraded,
                             digest=True, consensus=agree)  # fmt: skip

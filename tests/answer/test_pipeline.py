@@ -63,7 +63,7 @@ def test_a_faithful_answer_keeps_verified_citations(answer_index: AnswerIndex) -
     # what an answer carries
     assert ans.plan is not None and ans.plan.subtasks
     assert {"plan", "retrieve", "generate", "verify", "total"} <= set(ans.timings_ms)
-    assert ans.usage and ans.usage[-1].stage == "generate"
+    assert [u.stage for u in ans.usage][-2:] == ["generate", "consensus"]
     assert ans.models["chat"] == "scripted" and "MiniLM" in ans.models["embedding"]
     assert len(ans.settings_hash) == 16
     assert ans.reasoning == "" and "source 1 answers it" not in ans.text
@@ -186,9 +186,10 @@ def test_planted_instructions_never_reach_the_model(answer_index: AnswerIndex) -
         chat,
         "Does low-dose aspirin prevent stroke after a transient ischemic attack?",
     )
-    prompt = "\n".join(m.content for m in chat.sent[-1])
-    assert "transient ischemic attack" in prompt  # the document itself was retrieved and quoted
-    assert "IGNORE ALL PREVIOUS" not in prompt and "5000 mg" not in prompt
+    prompts = ["\n".join(m.content for m in msgs) for msgs in chat.sent]
+    assert "transient ischemic attack" in prompts[0]  # the document was retrieved and quoted
+    for prompt in prompts:  # the answer's prompt and the consensus call alike
+        assert "IGNORE ALL PREVIOUS" not in prompt and "5000 mg" not in prompt
     assert any("addressed to the assistant" in w for w in ans.warnings)
     assert "5000" not in ans.text and "clinician review is needed" not in ans.text.lower()
     assert ans.citations and ans.notice == REVIEW_NOTICE
@@ -221,8 +222,9 @@ def test_patient_context_goes_to_prompt_and_filters_not_logs(
         ans = a.ask(answer_index.question, patient=patient)
         f = a._prepare("q", patient, None).filters
     assert ans.patient_context
-    assert "52-year-old female" in chat.sent[-1][-1].content
-    assert "Zollinger" in chat.sent[-1][-1].content
+    generate = next(m for m in chat.sent if m[0].content.startswith("You are evidex"))
+    assert "52-year-old female" in generate[-1].content
+    assert "Zollinger" in generate[-1].content
     assert f is not None and f.patient_age == 52 and f.patient_sex == "female"
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "Zollinger" not in logged and "omeprazole" not in logged
