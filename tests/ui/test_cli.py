@@ -40,6 +40,8 @@ def _beir_slice(tmp_path: Path, n: int) -> Path:
         ["demo"],
         ["config"],
         ["config", "show"],
+        ["train", "rm"],
+        ["eval", "rm"],
     ],
 )
 def test_help_everywhere(cmd: list[str]) -> None:

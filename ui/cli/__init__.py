@@ -8,14 +8,23 @@
 - :mod:`ui.cli.clinic_cmd`: ``demo`` (the main job), ``chat``, ``users``, ``feedback``;
 - :mod:`ui.cli.eval_cmd`: ``eval retrieval``, ``eval qa``;
 - :mod:`ui.cli.train_cmd`: ``train export|curate|sft|grpo|plot|merge``;
-- :mod:`ui.cli.engine_cmd`: the data engine's ``train distill|trace|select``.
+- :mod:`ui.cli.engine_cmd`: the data engine's ``train distill|trace|select``;
+- :mod:`ui.cli.models_cmd`: the auxiliary models' ``train rm``, ``eval rm``.
 
 Each command parses its options, calls one library function and prints its typed result.
 """
 
 from __future__ import annotations
 
-from ui.cli import clinic_cmd, engine_cmd, eval_cmd, ingest_cmd, query_cmd, train_cmd
+from ui.cli import (
+    clinic_cmd,
+    engine_cmd,
+    eval_cmd,
+    ingest_cmd,
+    models_cmd,
+    query_cmd,
+    train_cmd,
+)
 from ui.cli.app import app
 
 __all__ = ["app", "main"]
@@ -24,6 +33,7 @@ _COMMANDS = (
     engine_cmd,
     eval_cmd,
     ingest_cmd,
+    models_cmd,
     query_cmd,
     train_cmd,
 )  # registered on import
