@@ -14,8 +14,8 @@ PairsOpt = Annotated[
     Path,
     typer.Option(
         "--data",
-        help="Preference pairs, JSONL(.gz): prompt, chosen, rejected, optional magnitude (also what "
-        "`evidex feedback export` writes), HelpSteer3 or INF-ORM rows.",
+        help="Preference pairs, JSONL(.gz): prompt, chosen, rejected, optional magnitude "
+        "(also what `evidex feedback export` writes), HelpSteer3 or INF-ORM rows.",
     ),
 ]
 
