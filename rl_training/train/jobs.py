@@ -47,6 +47,7 @@ class TrainArgs:
     nnodes: int = 1
     """verl: nodes."""
     judge_url: str | None = None
+    reward_model: Path | None = None
     """The verifier's OpenAI-compatible endpoint (s3; optional in s4)."""
     search_url: str | None = None
     """s4: the ``evidex serve-search`` URL the rollouts reach."""
@@ -142,6 +143,7 @@ def _train_trl(args: TrainArgs) -> TrainResult:
         use_cpu=args.cpu,
         protocol=args.protocol,  # type: ignore[arg-type]
         judge_url=args.judge_url,
+        reward_model=args.reward_model,
     )
     with open_search(args.stage, rows, search_url=args.search_url, settings=args.settings,
                      want_index=args.want_index) as search:  # fmt: skip

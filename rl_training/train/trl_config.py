@@ -66,6 +66,12 @@ class LocalGRPOConfig:
         None,
     )
 
+    reward_model: Path | None = _help(  # noqa: RUF009 (a dataclass field with help text)
+        "s3: a preference reward model folder (evidex train rm) that scores the open-ended "
+        "rows instead of the verifier; verifiable rows keep the rule reward.",
+        None,
+    )
+
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
         for name in ("max_steps", "max_turn_tokens", "max_completion_tokens", "prompts_per_step",

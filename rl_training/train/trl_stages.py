@@ -114,7 +114,7 @@ def run_stage(
         typed = [RLRow.from_verl(r, n) for n, r in enumerate(rows, 1)]
         trainer = GRPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(str(model)),
-            reward_funcs=[_reward(stage, config.judge_url)],
+            reward_funcs=[_reward(stage, config.judge_url, config.reward_model)],
             args=config.grpo_args(),
             train_dataset=Dataset.from_list([_grpo_example(r) for r in typed]),
             processing_class=tok,
@@ -129,15 +129,23 @@ def _grpo_example(row: RLRow) -> dict[str, Any]:
     return {k: verl[k] for k in ("prompt", "data_source", "reward_model", "extra_info")}
 
 
-def _reward(stage: str, judge_url: str | None) -> Any:
-    """s2: the length-penalized rule reward; s3: the verifier reward model for open-ended
-    rows, the rule reward for verifiable ones (:mod:`rl_training.rewards.dispatch`)."""
+def _reward(stage: str, judge_url: str | None, reward_model: Path | None = None) -> Any:
+    """s2: the length-penalized rule reward; s3: the verifier reward model (or a preference
+    reward model folder) for open-ended rows, the rule reward for verifiable ones
+    (:mod:`rl_training.rewards.dispatch`)."""
     from rl_training.rewards.length import LengthPenalizedReward
 
     if stage == "s2":
         return LengthPenalizedReward()
+    if reward_model is not None:
+        from rl_training.rewards.preference import PreferenceReward
+
+        return PreferenceReward(reward_model)
     if not judge_url:
-        raise ConfigError("s3 needs --judge-url (the verifier's OpenAI-compatible endpoint)")
+        raise ConfigError(
+            "s3 needs --judge-url (the verifier's OpenAI-compatible endpoint) or "
+            "--reward-model (a preference reward model folder from evidex train rm)"
+        )
     from rl_training.rewards import dispatch
 
     def vrm_reward(

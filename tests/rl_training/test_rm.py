@@ -114,6 +114,25 @@ def test_train_rm_on_medquad_learns_held_out_topics(tmp_path: Path) -> None:
     p = test[0]
     own, other = rm([{"messages": p.messages(p.chosen)}, {"messages": p.messages(p.rejected)}])
     assert own > other
+    # ... and into GRPO's s3 as the reward of open-ended rows (verifiable rows keep the rules)
+    from rl_training.rewards.preference import PreferenceReward
+    from rl_training.train.trl_stages import _reward
+
+    reward = _reward("s3", None, tmp_path / "rm")
+    assert isinstance(reward, PreferenceReward)
+    prompt = [{"role": "user", "content": p.prompt[0][1]}]
+    scores = reward(
+        prompts=[prompt, prompt, [{"role": "user", "content": "Which? A or B"}]],
+        completions=[[{"role": "assistant", "content": p.chosen}],
+                     [{"role": "assistant", "content": p.rejected}],
+                     [{"role": "assistant", "content": "\\boxed{B}"}]],
+        reward_model=[{"style": "model", "ground_truth": p.chosen},
+                      {"style": "model", "ground_truth": p.chosen},
+                      {"style": "rule", "ground_truth": "B"}],
+        data_source=["evidex/medquad", "evidex/medquad", "evidex/medqa"],
+        extra_info=[{}, {}, {}],
+    )  # fmt: skip
+    assert scores[0] > 0.5 and scores[1] < scores[0] and scores[2] == 1.0
     # bad input on the command line: one clear line, exit 1
     res = runner.invoke(app, ["train", "rm", "--data", str(tmp_path / "none.jsonl"), "--model",
                               str(base), "--out", str(tmp_path / "x")])  # fmt: skip

@@ -171,6 +171,13 @@ def train_grpo(
     search_url: Annotated[
         str | None, typer.Option(help="s4: evidex serve-search URL the rollouts reach.")
     ] = None,
+    reward_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="trl s3: a preference reward model folder (evidex train rm) for the "
+            "open-ended rows instead of --judge-url."
+        ),
+    ] = None,
     overrides: TrainSet = None,
     dry_run: DryRun = False,
     max_steps: TrainSteps = DEFAULT_STEPS,
@@ -190,7 +197,8 @@ def train_grpo(
 
     _run(TrainArgs(kind="grpo", stage=stage, model=model, data=data, out_dir=out_dir,
                    engine=engine, val=val or (), n_gpus=n_gpus, nnodes=nnodes,
-                   judge_url=judge_url, search_url=search_url, overrides=overrides or (),
+                   judge_url=judge_url, search_url=search_url, reward_model=reward_model,
+                   overrides=overrides or (),
                    dry_run=dry_run, max_steps=max_steps, cpu=cpu, protocol=protocol,
                    want_index=store is not None or config is not None,
                    settings=lambda: load(config, store)))  # fmt: skip
