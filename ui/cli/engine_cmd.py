@@ -20,7 +20,7 @@ MaxTokens = Annotated[int, typer.Option(help="Most tokens per completion.")]
 Engine = Annotated[str, typer.Option("--engine", help="local (threads) or ray (Ray Data).")]
 
 
-def _run(job: str, config: Path | None, as_json: bool, source: Path, dest: Path,
+def _run(job: str | Any, config: Path | None, as_json: bool, source: Path, dest: Path,
          url: str, model: str, **options: Any) -> None:  # fmt: skip
     """Build the engine's config from the options and the ``[engine]`` settings, run the
     job, print its report; exit 3 when some completions failed or wait for the next run."""
@@ -35,7 +35,8 @@ def _run(job: str, config: Path | None, as_json: bool, source: Path, dest: Path,
                        request_budget=s.request_budget,
                        api_key=s.api_key.get_secret_value() if s.api_key else None,
                        **options)  # fmt: skip
-    report = getattr(generate, job)(source, dest, cfg, engine=engine, **extra)
+    run = getattr(generate, job) if isinstance(job, str) else job
+    report = run(source, dest, cfg, engine=engine, **extra)
     if as_json:
         out.print_json(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
