@@ -14,10 +14,7 @@ with the teacher.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 
 from retrieval.errors import ConfigError, InputError
 from retrieval.jsonl import iter_jsonl
+from rl_training.auxiliary.sft import SFTJobConfig, sft
 from rl_training.rewards.vrm import VRMItem, item_of, parse_score, render_prompt
 
 log = logging.getLogger(__name__)
@@ -121,68 +119,15 @@ def judge_data(source: Path, out: Path, config: Any, *, engine: str = "local") -
     return JobReport(report, _write(out, records), problems, out=out)
 
 
-@dataclass
-class VRMTrainConfig:
-    """Fine-tuning a judge (``evidex train vrm``)."""
-
-    model: Path
-    out: Path
-    epochs: float = 2.0
-    lr: float = 1e-5
-    batch_size: int = 4
-    max_length: int = 4096
-    cpu: bool = False
-
-    def __post_init__(self) -> None:
-        self.model, self.out = Path(self.model), Path(self.out)
-        if not self.epochs > 0:
-            raise ConfigError(f"epochs must be positive, not {self.epochs!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, not {self.lr!r}")
-        if self.batch_size < 1 or self.max_length < 32:
-            raise ConfigError(
-                f"batch_size must be >= 1 and max_length >= 32, not {self.batch_size!r} / "
-                f"{self.max_length!r}"
-            )
-        if not (self.model / "config.json").is_file():
-            raise InputError(
-                f"base model {self.model} is not a Hugging Face checkpoint (no config.json)"
-            )
-
-
-def train_vrm(records: Sequence[JudgedRecord], cfg: VRMTrainConfig) -> dict[str, Any]:
+def train_vrm(records: Sequence[JudgedRecord], cfg: SFTJobConfig) -> dict[str, Any]:
     """SFT of a causal LM judge on prompt -> verdict (records with a malformed verdict are
     left out); returns the losses and steps, and saves the model with its tokenizer."""
     usable = [r for r in records if r.verdict is not None]
     if not usable:
         raise InputError("no judged record with a valid verdict to train on")
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl.trainer.sft_config import SFTConfig
-    from trl.trainer.sft_trainer import SFTTrainer
-
-    tok = AutoTokenizer.from_pretrained(str(cfg.model))
     rows = [r.as_dict() for r in usable]
-    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    args = SFTConfig(
-        output_dir=str(cfg.out / "checkpoints"), num_train_epochs=cfg.epochs,
-        learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
-        max_length=cfg.max_length, logging_steps=1, save_strategy="no", report_to=[],
-        use_cpu=cfg.cpu, completion_only_loss=True,
-    )  # fmt: skip
-    trainer: Any = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(str(cfg.model)), args=args,
-                         train_dataset=ds, processing_class=tok)  # fmt: skip
-    with contextlib.redirect_stdout(sys.stderr):
-        trainer.train()
-    losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(str(cfg.out))
-    tok.save_pretrained(str(cfg.out))
-    report = {"out": str(cfg.out), "records": len(usable), "left_out": len(records) - len(usable),
-              "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
-              "last_loss": losses[-1] if losses else None}  # fmt: skip
-    (cfg.out / "evidex_vrm.json").write_text(json.dumps(report, indent=2))
-    return report
+    report = sft(rows, cfg, "evidex_vrm.json")
+    return {**report, "records": len(usable), "left_out": len(records) - len(usable)}
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,90 @@ def test_bad_judged_records_and_options(tmp_path: Path) -> None:
         ["train", "vrm", "--data", str(ok), "--model", str(tmp_path), "--out", str(tmp_path / "o")],
     )
     assert res.exit_code == 1 and "not a Hugging Face checkpoint" in res.stderr
+
+
+def test_tracer_learns_in_the_messages_train_trace_sends(tmp_path: Path, tiny_lm: Path) -> None:
+    """The tracer is trained on exactly the messages evidex train trace sends it."""
+    from rl_training.auxiliary.tracer import cot_example
+
+    records = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Dose of drug {i}?"},
+                {
+                    "role": "assistant",
+                    "content": f"<think>weight {60 + i} kg, so</think>{i + 1} mg",
+                },
+            ]
+        }
+        for i in range(6)
+    ]
+    records.append(
+        {
+            "messages": [
+                {"role": "user", "content": "no cot"},
+                {"role": "assistant", "content": "5 mg"},
+            ]
+        }
+    )  # skipped
+    data = tmp_path / "cot.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    # what the trace job sends for an answered record: captured from a scripted tracer
+    sent: list[list[dict[str, str]]] = []
+    api = FastAPI()
+
+    @api.post("/v1/chat/completions")
+    async def complete(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        sent.append(body["messages"])
+        return {
+            "model": "t",
+            "choices": [{"message": {"content": "<think>x</think>1 mg"}, "finish_reason": "stop"}],
+        }
+
+    answered = tmp_path / "answered.jsonl"
+    answered.write_text(json.dumps({"question": "Dose of drug 0?", "answer": "1 mg"}) + "\n")
+    with serve_app(api) as url:
+        res = runner.invoke(
+            app,
+            [
+                "train",
+                "trace",
+                "--input",
+                str(answered),
+                "--tracer-url",
+                f"{url}/v1",
+                "--out",
+                str(tmp_path / "traced.jsonl"),
+            ],
+        )
+        assert res.exit_code == 0, res.output
+    assert sent[0] == cot_example(records[0])["prompt"]
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "tracer",
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_lm),
+            "--out",
+            str(tmp_path / "tracer"),
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "2",
+            "--max-length",
+            "512",
+            "--cpu",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["records"] == 6 and report["skipped"] == 1 and report["steps"] == 6
+    assert report["last_loss"] < report["first_loss"]
+    assert (tmp_path / "tracer" / "config.json").is_file()

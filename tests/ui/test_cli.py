@@ -42,6 +42,10 @@ def _beir_slice(tmp_path: Path, n: int) -> Path:
         ["config", "show"],
         ["train", "rm"],
         ["eval", "rm"],
+        ["train", "vrm"],
+        ["train", "judge-data"],
+        ["train", "tracer"],
+        ["eval", "vrm"],
     ],
 )
 def test_help_everywhere(cmd: list[str]) -> None:

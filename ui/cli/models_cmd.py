@@ -1,4 +1,4 @@
-"""The report's auxiliary models: ``evidex train rm|vrm|judge-data`` and ``evidex eval
+"""The report's auxiliary models: ``evidex train rm|vrm|judge-data|tracer`` and ``evidex eval
 rm|vrm``."""
 
 from __future__ import annotations
@@ -126,13 +126,14 @@ def train_vrm(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a verifier (judge) on the teacher's verdicts: prompt in, verdict out."""
-    from rl_training.auxiliary.verifier import VRMTrainConfig, read_judged
+    from rl_training.auxiliary.sft import SFTJobConfig
+    from rl_training.auxiliary.verifier import read_judged
     from rl_training.auxiliary.verifier import train_vrm as run
 
     records, problems = read_judged(data)
     for p in problems[:20]:
         err.print(f"[yellow]skipped[/] {p}", highlight=False)
-    cfg = VRMTrainConfig(model=model, out=out_dir, epochs=epochs, lr=lr, batch_size=batch_size,
+    cfg = SFTJobConfig(model=model, out=out_dir, epochs=epochs, lr=lr, batch_size=batch_size,
                          max_length=max_length, cpu=cpu)  # fmt: skip
     report = run(records, cfg)
     if as_json:
@@ -165,3 +166,41 @@ def eval_vrm(
         r = result
         out.print(f"agreement {r.accuracy:.1%} (precision {r.precision:.1%}, recall "
                   f"{r.recall:.1%}, malformed {r.malformed:.1%}) on {r.records}")  # fmt: skip
+
+
+@command(train_app, "tracer")
+def train_tracer(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Chain-of-thought records (JSONL): chat records whose answer is "
+            "<think>CoT</think>answer, or train distill records.",
+        ),
+    ],
+    model: Annotated[Path, typer.Option(help="Base causal LM checkpoint folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the tracer is written.")],
+    epochs: Annotated[float, typer.Option(help="Passes over the records.")] = 2.0,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-5,
+    batch_size: Annotated[int, typer.Option(help="Records per step.")] = 4,
+    max_length: Annotated[int, typer.Option(help="Longest record in tokens.")] = 8192,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on CPU (a smoke run).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the think-tracing model (question + answer in, the chain of thought out); serve
+    it and point evidex train trace --tracer-url at it."""
+    from rl_training.auxiliary.sft import SFTJobConfig, sft
+    from rl_training.auxiliary.tracer import read_cot
+
+    rows, problems = read_cot(data)
+    for p in problems[:20]:
+        err.print(f"[yellow]skipped[/] {p}", highlight=False)
+    cfg = SFTJobConfig(model=model, out=out_dir, epochs=epochs, lr=lr, batch_size=batch_size,
+                       max_length=max_length, cpu=cpu)  # fmt: skip
+    report = {**sft(rows, cfg, "evidex_tracer.json"), "records": len(rows),
+              "skipped": len(problems)}  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        err.print(f"tracer: {report['records']} records, {report['steps']} steps; saved to "
+                  f"{report['out']}")  # fmt: skip
