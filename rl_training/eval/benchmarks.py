@@ -11,8 +11,12 @@ from typing import Any, Literal
 from retrieval.errors import InputError
 from rl_training.data import export
 
-Benchmark = Literal["medqa", "medmcqa", "mmlu", "pubmedqa", "medcalc", "cmmlu", "cmexam"]
-BENCHMARKS: tuple[str, ...] = ("medqa", "medmcqa", "mmlu", "pubmedqa", "medcalc", "cmmlu", "cmexam")
+Benchmark = Literal[
+    "medqa", "medmcqa", "mmlu", "pubmedqa", "pubmedqa_context", "medcalc", "cmmlu", "cmexam"
+]
+BENCHMARKS: tuple[str, ...] = (
+    "medqa", "medmcqa", "mmlu", "pubmedqa", "pubmedqa_context", "medcalc", "cmmlu", "cmexam"
+)  # fmt: skip
 
 # Where each benchmark lives under the shared data folder.
 DEFAULT_FILES = {
@@ -20,6 +24,7 @@ DEFAULT_FILES = {
     "medmcqa": "mirage_medqa_medmcqa_mmlu.json",
     "mmlu": "mirage_medqa_medmcqa_mmlu.json",
     "pubmedqa": "pubmedqa/pqal_dev.json",
+    "pubmedqa_context": "pubmedqa/pqal_dev.json",
     "medcalc": "medcalc/medcalc_v1.0_dev.csv",
     "cmmlu": "zh/cmmlu_medical/test",
     "cmexam": "zh/cmexam_dev.jsonl",
@@ -59,6 +64,9 @@ def load(benchmark: str, path: Path | None = None) -> list[dict[str, Any]]:
     elif benchmark == "pubmedqa":
         # MIRAGE's PubMedQA*: the question alone; retrieval (--rag) must find the evidence.
         rows = export.pubmedqa_rows(path, "test", with_context=False)
+    elif benchmark == "pubmedqa_context":
+        # the report's setting: the question with its abstract's context
+        rows = export.pubmedqa_rows(path, "test", with_context=True)
     else:
         convert = {
             "medcalc": export.medcalc_rows,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
-from retrieval.errors import ConfigError
+from retrieval.errors import ConfigError, InputError
 from retrieval.jsonl import read_jsonl, write_jsonl
 from rl_training.rewards import compute_score
 from rl_training.rewards.extract import choice_letters, pooled_micro_f1
@@ -266,6 +266,56 @@ def bar_chart(summaries: Sequence[Summary], png: Path) -> Path:
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
+
+
+@dataclass(frozen=True)
+class RunDiff:
+    """One benchmark in two runs: accuracy in each and the difference (B minus A)."""
+
+    benchmark: str
+    a: str
+    b: str
+    accuracy_a: float
+    accuracy_b: float
+    items_a: int
+    items_b: int
+
+    @property
+    def delta(self) -> float:
+        return round(self.accuracy_b - self.accuracy_a, 4)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "delta": self.delta}
+
+
+def _summaries_of(path: Path) -> list[Summary]:
+    if path.is_dir():
+        found = load_summaries(path)
+    elif path.name.endswith(".summary.json") and path.is_file():
+        found = [Summary(**json.loads(path.read_text()))]
+    else:
+        raise InputError(f"{path}: give a results folder of evidex eval qa or a .summary.json")
+    if not found:
+        raise InputError(f"{path}: no run summaries (*.summary.json) in it")
+    return found
+
+
+def compare_runs(a: Path, b: Path) -> list[RunDiff]:
+    """Accuracy differences between two runs (results folders or summary files), per
+    benchmark and retrieval setting present in both; two single summaries are compared
+    directly.
+
+    A benchmark in only one of them is left out; none in common is an error."""
+    runs_a, runs_b = _summaries_of(Path(a)), _summaries_of(Path(b))
+    if len(runs_a) == 1 and len(runs_b) == 1:
+        pairs = [(runs_a[0], runs_b[0])]
+    else:
+        by_b = {(s.benchmark, s.rag): s for s in runs_b}
+        pairs = [(s, by_b[(s.benchmark, s.rag)]) for s in runs_a if (s.benchmark, s.rag) in by_b]
+    if not pairs:
+        raise InputError(f"{a} and {b} share no benchmark to compare")
+    return [RunDiff(x.benchmark, x.label, y.label, x.accuracy, y.accuracy, x.items, y.items)
+            for x, y in pairs]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -179,3 +179,29 @@ def test_cli_with_the_embedded_model(tmp_path: Path, answer_index: AnswerIndex) 
     (hf / "config.json").write_text("{}")
     bad = runner.invoke(app, ["eval", "qa", "--benchmark", "medqa", "--model", str(hf)])
     assert bad.exit_code == 1 and "needs vLLM" in bad.stderr
+
+
+def test_pubmedqa_with_context_and_compare(tmp_path: Path) -> None:
+    ctx = benchmarks.load("pubmedqa_context")[:6]
+    bare = benchmarks.load("pubmedqa")[:6]
+    # the report's setting carries the abstract; MIRAGE's PubMedQA* the question alone
+    assert all(len(c["prompt"][-1]["content"]) > len(b["prompt"][-1]["content"]) + 200
+               for c, b in zip(ctx, bare, strict=True))  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    harness.run(ctx, _oracle(ctx, True), EvalConfig("pubmedqa_context", "model-a"), a)
+    harness.run(ctx, _oracle(ctx, False), EvalConfig("pubmedqa_context", "model-b"), b)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "qa", "--compare", str(a), "--compare", str(b), "--json"])
+    assert res.exit_code == 0, res.output
+    (diff,) = json.loads(res.stdout)
+    assert (diff["benchmark"], diff["accuracy_a"], diff["accuracy_b"], diff["delta"]) == (
+        "pubmedqa_context", 1.0, 0.0, -1.0)  # fmt: skip
+    res = runner.invoke(app, ["eval", "qa", "--compare", str(a), "--compare", str(b)])
+    assert res.exit_code == 0 and "-100.0 pts" in res.stdout
+    res = runner.invoke(app, ["eval", "qa", "--compare", str(a)])
+    assert res.exit_code == 2 and "two runs" in res.stderr
+    res = runner.invoke(app, ["eval", "qa", "--compare", str(a), "--compare",
+                              str(tmp_path / "empty")])  # fmt: skip
+    assert res.exit_code == 1 and "results folder" in res.stderr
+    res = runner.invoke(app, ["eval", "qa", "--benchmark", "medqa"])
+    assert res.exit_code == 2 and "--model" in res.stderr

@@ -53,16 +53,28 @@ def eval_retrieval(
 @command(eval_app, "qa")
 def eval_qa(
     benchmark: Annotated[
-        str,
-        typer.Option(help="medqa, medmcqa, mmlu, pubmedqa, medcalc, cmmlu or cmexam."),
-    ],
+        str | None,
+        typer.Option(
+            help="medqa, medmcqa, mmlu, pubmedqa (the question alone, MIRAGE's PubMedQA*), "
+            "pubmedqa_context (with its abstract, the report's setting), medcalc, cmmlu or "
+            "cmexam."
+        ),
+    ] = None,
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="'embedded' (SmolLM2), an OpenAI-compatible endpoint http://HOST:PORT/v1, a "
             ".gguf file, or a checkpoint folder (vLLM offline, GPU)."
         ),
-    ],
+    ] = None,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="Compare two earlier runs instead (results folders or .summary.json files): "
+            "--compare RUN_A --compare RUN_B.",
+        ),
+    ] = None,
     model_name: Annotated[
         str, typer.Option(help="Model name sent to an endpoint (vLLM --served-model-name).")
     ] = "default",
@@ -88,8 +100,20 @@ def eval_qa(
 
     Re-running the same command resumes: finished items are kept, failed ones retried.
     """
-    from rl_training.eval.harness import EvalConfig, evaluate_benchmark
+    from retrieval.errors import UsageError
+    from rl_training.eval.harness import EvalConfig, compare_runs, evaluate_benchmark
 
+    if compare:
+        if len(compare) != 2:
+            raise UsageError(f"--compare takes two runs, got {len(compare)}")
+        diffs = compare_runs(compare[0], compare[1])
+        if as_json:
+            out.print_json(json.dumps([d.as_dict() for d in diffs]))
+        else:
+            render.qa_diffs(diffs)
+        return
+    if benchmark is None or model is None:
+        raise UsageError("give --benchmark and --model (or --compare RUN_A --compare RUN_B)")
     cfg = EvalConfig(benchmark=benchmark, model=model, rag=rag, k=k, concurrency=concurrency,
                      max_tokens=max_tokens, limit=limit)  # fmt: skip
     done = evaluate_benchmark(cfg, out_dir, model_name=model_name, source=input,

@@ -179,3 +179,18 @@ def qa_runs(runs: Sequence[Any], title: str) -> None:
         t.add_row(s.benchmark, s.model, "yes" if s.rag else "no", f"{s.items}/{s.total}",
                   f"{100 * s.accuracy:.1f}", f"{100 * s.mean_score:.1f}")  # fmt: skip
     out.print(t)
+
+
+def qa_diffs(diffs: Any) -> None:
+    """``evidex eval qa --compare``: accuracy per benchmark in two runs and the difference."""
+    from rich.table import Table
+
+    table = Table(title="evidex eval qa --compare (B minus A)")
+    for col in ("benchmark", "A", "accuracy A", "B", "accuracy B", "difference"):
+        table.add_column(col)
+    for d in diffs:
+        sign = "green" if d.delta > 0 else "red" if d.delta < 0 else "dim"
+        table.add_row(d.benchmark, d.a, f"{d.accuracy_a:.1%} ({d.items_a})", d.b,
+                      f"{d.accuracy_b:.1%} ({d.items_b})",
+                      f"[{sign}]{100 * d.delta:+.1f} pts[/]")  # fmt: skip
+    out.print(table)
