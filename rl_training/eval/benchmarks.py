@@ -12,10 +12,19 @@ from retrieval.errors import InputError
 from rl_training.data import export
 
 Benchmark = Literal[
-    "medqa", "medmcqa", "mmlu", "pubmedqa", "pubmedqa_context", "medcalc", "cmmlu", "cmexam"
+    "medqa",
+    "medmcqa",
+    "mmlu",
+    "pubmedqa",
+    "pubmedqa_context",
+    "medcalc",
+    "cmmlu",
+    "cmexam",
+    "math",
 ]
 BENCHMARKS: tuple[str, ...] = (
-    "medqa", "medmcqa", "mmlu", "pubmedqa", "pubmedqa_context", "medcalc", "cmmlu", "cmexam"
+    "medqa", "medmcqa", "mmlu", "pubmedqa", "pubmedqa_context", "medcalc", "cmmlu", "cmexam",
+    "math",
 )  # fmt: skip
 
 # Where each benchmark lives under the shared data folder.
@@ -43,6 +52,11 @@ def data_root() -> Path:
 
 
 def default_input(benchmark: str) -> Path:
+    if benchmark not in DEFAULT_FILES:
+        raise InputError(
+            f"{benchmark} has no file in ../shared/data: pass --input FILE (MATH-500 style "
+            "JSONL: problem, answer)"
+        )
     return data_root() / DEFAULT_FILES[benchmark]
 
 
@@ -67,6 +81,8 @@ def load(benchmark: str, path: Path | None = None) -> list[dict[str, Any]]:
     elif benchmark == "pubmedqa_context":
         # the report's setting: the question with its abstract's context
         rows = export.pubmedqa_rows(path, "test", with_context=True)
+    elif benchmark == "math":
+        rows = math_rows(path)
     else:
         convert = {
             "medcalc": export.medcalc_rows,
@@ -81,3 +97,28 @@ def load(benchmark: str, path: Path | None = None) -> list[dict[str, Any]]:
     if not out:
         raise InputError(f"{path} holds no {benchmark} items")
     return out
+
+
+MATH_PROMPT = (
+    "Solve the following problem. Reason step by step, then give the final answer in "
+    "\\boxed{{}}.\n\n{problem}"
+)
+
+
+def math_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """MATH-500-style JSONL (``problem``, ``answer``; ``subject``, ``level``, ``unique_id``
+    kept) as rows scored by mathematical equivalence; a line without both is an error naming
+    it."""
+    from retrieval.jsonl import iter_jsonl
+
+    for n, rec in iter_jsonl(path):
+        problem, answer = str(rec.get("problem") or "").strip(), str(rec.get("answer") or "")
+        if not problem or not answer.strip():
+            raise InputError(f"{path}:{n}: a MATH row needs 'problem' and 'answer'")
+        yield {
+            "data_source": "evidex/math",
+            "prompt": [{"role": "user", "content": MATH_PROMPT.format(problem=problem)}],
+            "reward_model": {"style": "rule", "ground_truth": answer.strip()},
+            "extra_info": {k: rec.get(k) for k in ("subject", "level", "unique_id")
+                           if rec.get(k) is not None},
+        }  # fmt: skip

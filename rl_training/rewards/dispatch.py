@@ -16,7 +16,7 @@ from typing import Any
 
 from rl_training.rewards import scoring
 
-RULE_TASKS = frozenset(scoring.MCQ | {"pubmedqa", "medcalc", "diagnosis"})
+RULE_TASKS = frozenset(scoring.MCQ | {"pubmedqa", "medcalc", "diagnosis", "math"})
 
 
 def is_rule_task(data_source: str) -> bool:

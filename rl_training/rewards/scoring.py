@@ -1,12 +1,13 @@
 """``compute_score``: verl's ``custom_reward_function`` for every task evidex exports.
 
 ``data_source`` names the task (``evidex/medqa``, ``medmcqa``, ``mmlu_med``, ``cmexam``,
-``cmmlu``, ``pubmedqa``, ``medcalc``; the ``evidex/`` prefix is optional). The result is a dict
-with ``score`` (what verl optimizes), ``acc`` and ``pred`` (the extracted answer).
+``cmmlu``, ``pubmedqa``, ``medcalc``, ``math``; the ``evidex/`` prefix is optional). The
+result is a dict with ``score`` (what verl optimizes), ``acc`` and ``pred`` (the extracted answer).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,6 +57,9 @@ def compute_score(
             info.get("calculator_id"),
         )
         return {"score": float(ok), "acc": ok, "pred": answer}
+    if task == "math":  # MATH-500 style: mathematical equivalence (math-verify)
+        ok = math_equivalent(answer, str(ground_truth))
+        return {"score": float(ok), "acc": ok, "pred": answer}
     if task == "diagnosis":  # the diagnostic chain without a judge: normalized exact match
         from rl_training.envs.diagnosis import normalize_diagnosis
 
@@ -63,5 +67,33 @@ def compute_score(
         return {"score": float(ok), "acc": ok, "pred": answer}
     raise InputError(
         f"unknown data_source {data_source!r}: expected one of "
-        f"{sorted(MCQ | {'pubmedqa', 'medcalc', 'diagnosis'})}"
+        f"{sorted(MCQ | {'pubmedqa', 'medcalc', 'diagnosis', 'math'})}"
     )
+
+
+def math_equivalent(predicted: str, gold: str) -> bool:
+    r"""Whether two answers are mathematically equivalent, by Hugging Face's math-verify
+    (LaTeX and plain expressions parsed to SymPy; no signal-based timeouts, so it runs in
+    worker threads).
+
+    >>> math_equivalent("\\frac{1}{2}", "0.5"), math_equivalent("2\\sqrt{2}", "\\sqrt{8}")
+    (True, True)
+    >>> math_equivalent("x^2+1", "(x+1)^2")
+    False
+    """
+    try:
+        from math_verify import parse, verify
+    except ImportError as exc:  # the [train] extra brings it
+        raise InputError(
+            "scoring math answers needs math-verify: pip install 'evidex[train]'"
+        ) from exc
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" notes
+
+    def expr(text: str) -> list[Any]:
+        return list(parse(f"${text}$", parsing_timeout=None))
+
+    gold_e, pred_e = expr(gold), expr(predicted)
+    if not gold_e or not pred_e:
+        return " ".join(predicted.split()) == " ".join(gold.split())
+    return bool(verify(gold_e, pred_e, timeout_seconds=None))
