@@ -48,6 +48,9 @@ class EvalConfig:
     rag: bool = False
     k: int = 5
     """Passages retrieved per question with ``rag``."""
+    rag_mode: str = "search"
+    """'search': evidex's hybrid search with the question; 'assistant': the answer pipeline's
+    planner and gathered evidence (:mod:`rl_training.eval.rag`)."""
     max_passage_chars: int = 1200
     concurrency: int = 4
     max_tokens: int = 1024
@@ -73,10 +76,12 @@ class Summary:
     machine: str
     micro_f1: float | None = None
     """Multiple-choice benchmarks: micro-F1 pooled over the items (TP, FP and FN summed)."""
+    rag_mode: str = "search"
 
     @property
     def label(self) -> str:
-        return f"{self.benchmark} · {self.model}{' + RAG' if self.rag else ''}"
+        how = " + RAG (assistant)" if self.rag and self.rag_mode == "assistant" else " + RAG"
+        return f"{self.benchmark} · {self.model}{how if self.rag else ''}"
 
 
 def slug(text: str) -> str:
@@ -92,7 +97,8 @@ def slug(text: str) -> str:
 
 
 def results_path(out_dir: Path, cfg: EvalConfig) -> Path:
-    return out_dir / f"{cfg.benchmark}-{slug(cfg.model)}{'-rag' if cfg.rag else ''}.jsonl"
+    rag = ("-rag-assistant" if cfg.rag_mode == "assistant" else "-rag") if cfg.rag else ""
+    return out_dir / f"{cfg.benchmark}-{slug(cfg.model)}{rag}.jsonl"
 
 
 def _messages(row: dict[str, Any], passages: Sequence[Any], max_chars: int) -> list[ChatMessage]:
@@ -204,6 +210,7 @@ def run(
         benchmark=cfg.benchmark,
         model=getattr(chat, "name", cfg.model) if cfg.model == "embedded" else cfg.model,
         rag=cfg.rag,
+        rag_mode=cfg.rag_mode,
         items=len(results),
         total=len(rows),
         correct=correct,
@@ -347,13 +354,20 @@ def evaluate_benchmark(
 
     rows = benchmarks.load(cfg.benchmark, source)
     chat = load_model(cfg.model, name=model_name, max_tokens=cfg.max_tokens)
-    searcher = None
+    searcher: Any = None
     try:
         if cfg.rag:
             from retrieval.search import Searcher
             from retrieval.settings import load_settings
 
-            searcher = Searcher(settings or load_settings())
+            if cfg.rag_mode == "assistant":
+                from rl_training.eval.rag import AssistantSearch
+
+                searcher = AssistantSearch(settings or load_settings())
+            elif cfg.rag_mode == "search":
+                searcher = Searcher(settings or load_settings())
+            else:
+                raise ConfigError(f"--rag-mode must be search or assistant, not {cfg.rag_mode!r}")
             if searcher.index.store.count() == 0:
                 raise ConfigError(
                     f"--rag: the index at {searcher.index.where} is empty: ingest a corpus "

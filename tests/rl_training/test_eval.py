@@ -137,6 +137,21 @@ def test_rag_puts_retrieved_passages_in_the_prompt(
     assert "\n\n[2] " in prompt and "\n\n[3] " in prompt and "\n\n[4] " not in prompt  # k=3
     with pytest.raises(ValueError, match="searcher"):
         harness.run(rows, chat, EvalConfig("pubmedqa", "x", rag=True), tmp_path)
+    # through the answer pipeline: the plan's gathered evidence, relevant passages only
+    from rl_training.eval.rag import AssistantSearch
+
+    chat = _oracle(rows, True)
+    search = AssistantSearch(answer_index.settings())
+    try:
+        cfg = EvalConfig("pubmedqa", "oracle", rag=True, k=3, rag_mode="assistant")
+        s = harness.run(rows, chat, cfg, tmp_path, search)
+        found = search.search(rows[0]["prompt"][-1]["content"], 3)
+    finally:
+        search.close()
+    assert s.accuracy == 1.0 and s.rag_mode == "assistant" and "(assistant)" in s.label
+    assert harness.results_path(tmp_path, cfg).name == "pubmedqa-oracle-rag-assistant.jsonl"
+    assert f"PMID {answer_index.pmid}" in chat.sent[0][-1].content
+    assert 1 <= len(found) <= 3 and found[0].pmid == answer_index.pmid
 
 
 def test_cli_with_the_embedded_model(tmp_path: Path, answer_index: AnswerIndex) -> None:

@@ -86,6 +86,13 @@ def eval_qa(
         bool, typer.Option("--rag", help="Put evidex's top passages (the --store index) first.")
     ] = False,
     k: Annotated[int, typer.Option(min=1, help="Passages per question with --rag.")] = 5,
+    rag_mode: Annotated[
+        str,
+        typer.Option(
+            help="With --rag: 'search' (evidex's hybrid search with the question) or "
+            "'assistant' (the answer pipeline's plan and gathered evidence)."
+        ),
+    ] = "search",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
     max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 1024,
@@ -114,8 +121,8 @@ def eval_qa(
         return
     if benchmark is None or model is None:
         raise UsageError("give --benchmark and --model (or --compare RUN_A --compare RUN_B)")
-    cfg = EvalConfig(benchmark=benchmark, model=model, rag=rag, k=k, concurrency=concurrency,
-                     max_tokens=max_tokens, limit=limit)  # fmt: skip
+    cfg = EvalConfig(benchmark=benchmark, model=model, rag=rag, k=k, rag_mode=rag_mode,
+                     concurrency=concurrency, max_tokens=max_tokens, limit=limit)  # fmt: skip
     done = evaluate_benchmark(cfg, out_dir, model_name=model_name, source=input,
                               settings=load(config, store) if rag else None)  # fmt: skip
     if done.summary.errors:
