@@ -259,3 +259,23 @@ def test_math_benchmark_scores_by_equivalence(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"problem": "x"}\n')
     with pytest.raises(InputError, match="needs 'problem' and 'answer'"):
         benchmarks.load("math", tmp_path / "bad.jsonl")
+
+
+def test_cmmlu_beyond_the_medical_subjects(tmp_path: Path) -> None:
+    """A full CMMLU folder (any subjects) is read whole: each subject is a category."""
+    full = tmp_path / "cmmlu" / "test"
+    full.mkdir(parents=True)
+    medical = sorted((SHARED / "zh" / "cmmlu_medical" / "test").glob("*.csv"))
+    if not medical:
+        pytest.skip("shared data not found: zh/cmmlu_medical/test")
+    (full / medical[0].name).write_bytes(medical[0].read_bytes())
+    (full / "high_school_physics.csv").write_text(
+        ",Question,A,B,C,D,Answer\n"
+        "0,光在真空中的速度约为多少？,3×10^8 m/s,3×10^5 m/s,340 m/s,1 m/s,A\n",
+        "utf-8",
+    )
+    rows = benchmarks.load("cmmlu", full)
+    cats = {r["extra_info"]["category"] for r in rows}
+    assert cats == {medical[0].stem, "high_school_physics"}
+    physics = next(r for r in rows if r["extra_info"]["category"] == "high_school_physics")
+    assert physics["reward_model"]["ground_truth"] == "A"
