@@ -100,6 +100,11 @@ def train(args: TrainArgs) -> TrainResult:
     """Run (or with ``dry_run`` only resolve) the job ``args`` describes."""
     if args.engine == "trl":
         return _train_trl(args)
+    if args.reward_model is not None:
+        raise UsageError(
+            "--reward-model scores s3 on --engine trl; on verl, s3 is scored by the verifier "
+            "(--judge-url)"
+        )
     import subprocess
 
     from rl_training.train import verl_launch

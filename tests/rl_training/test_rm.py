@@ -137,3 +137,12 @@ def test_train_rm_on_medquad_learns_held_out_topics(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", "rm", "--data", str(tmp_path / "none.jsonl"), "--model",
                               str(base), "--out", str(tmp_path / "x")])  # fmt: skip
     assert res.exit_code == 1 and "no such file" in res.stderr and "Traceback" not in res.output
+
+
+def test_reward_model_is_refused_on_verl(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("{}\n")
+    res = runner.invoke(app, ["train", "grpo", "--engine", "verl", "--stage", "s3", "--model",
+                              str(tmp_path), "--data", str(data), "--out", str(tmp_path / "run"),
+                              "--reward-model", str(tmp_path), "--dry-run"])  # fmt: skip
+    assert res.exit_code == 2 and "--engine trl" in res.stderr
