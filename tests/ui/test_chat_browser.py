@@ -55,33 +55,19 @@ def chat_url(
 ) -> Iterator[tuple[str, Path]]:
     data = tmp_path_factory.mktemp("chat-data")
     UserStore(data / "users.json").add("alice", PASSWORD)
-    port = free_port()
     env = {
-        **os.environ,
         "EVIDEX_DATA_DIR": str(data),
         "EVIDEX_STORE__PATH": str(answer_index.store),
         "EVIDEX_LLM__MAX_TOKENS": "60",
         "HF_HUB_OFFLINE": "1",
     }
-    log = (data / "streamlit.log").open("w+b")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "ui" / "chat_app.py"),
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(proc, f"{url}/_stcore/health", log)
+    for url in _streamlit(env, data):
         yield url, data
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _streamlit(env: dict[str, str], data: Path) -> Iterator[str]:
+    """``streamlit run`` of the chat on a free loopback port with ``env`` added; yields its
+    URL once it answers, and stops it after."""
     port = free_port()
     log = (data / "streamlit.log").open("w+b")
     proc = subprocess.Popen(
