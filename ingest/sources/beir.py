@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.evidence import evidence_level
-from ingest.records import Record
+from ingest.records import Problem, Record
 from ingest.sources.guidelines import parse_jsonl
 from retrieval.errors import InputError
 from retrieval.types import Document, Section, Source
@@ -22,6 +22,11 @@ def beir_to_document(rec: dict[str, Any]) -> Document:
     >>> (d.doc_id, d.pmid, d.year)
     ('pmid:123', '123', 2011)
     """
+    for key in ("title", "text"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise InputError(f"'{key}' must be a string, not {type(rec[key]).__name__}")
+    if not isinstance(rec.get("_id"), str | int) or isinstance(rec.get("_id"), bool):
+        raise InputError("line without a string '_id'")
     cid = str(rec.get("_id") or "").strip()
     if not cid:
         raise InputError("line without '_id'")
@@ -63,4 +68,12 @@ def corpus_file(path: Path) -> Path:
 
 
 def parse_file(path: Path) -> Iterator[Record]:
-    yield from parse_jsonl(corpus_file(path), beir_to_document)
+    corpus = corpus_file(path)
+    if corpus.is_dir():
+        yield Problem(
+            str(path),
+            "",
+            "a BEIR dataset folder needs corpus.jsonl (or corpus.jsonl.gz) in it; none found",
+        )
+        return
+    yield from parse_jsonl(corpus, beir_to_document)

@@ -55,3 +55,27 @@ def test_corrupt_guideline_jsonl_gz_is_reported(tmp_path: Path) -> None:
     recs = list(records("guidelines", [bad, ok]))
     assert any(isinstance(r, Problem) and r.path.endswith("broken.jsonl.gz") for r in recs)
     assert any(isinstance(r, Document) for r in recs)
+
+
+def test_beir_folder_without_corpus_and_fields_of_the_wrong_type(tmp_path: Path) -> None:
+    import json
+
+    from ingest.sources import beir
+
+    empty = tmp_path / "dataset"
+    empty.mkdir()
+    (problem,) = list(beir.parse_file(empty))
+    assert isinstance(problem, Problem) and "needs corpus.jsonl" in problem.message
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in [
+        {"_id": "d1", "title": "T", "text": ["a", "list"]},
+        {"_id": "d2", "title": 42, "text": "Body."},
+        {"_id": "d3", "title": "Fine", "text": "A proper body of text."},
+    ]) + "\n")  # fmt: skip
+    recs = list(beir.parse_file(corpus))
+    bad = [r for r in recs if isinstance(r, Problem)]
+    assert [b.where for b in bad] == ["line 1", "line 2"]
+    assert "'text' must be a string, not list" in bad[0].message
+    assert "'title' must be a string, not int" in bad[1].message
+    (doc,) = [r for r in recs if isinstance(r, Document)]
+    assert doc.title == "Fine" and "['a'" not in doc.sections[0].text
