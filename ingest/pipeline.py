@@ -38,6 +38,8 @@ class IngestReport:
     deleted: int = 0
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Indexed with a change the reader should know of (a document cut to the size cap)."""
     seconds: float = 0.0
 
     @property
@@ -54,14 +56,43 @@ class IngestReport:
             "deleted": self.deleted,
             "skipped": self.skipped,
             "errors": self.problems,
+            "notes": self.notes,
             "seconds": round(self.seconds, 3),
             "docs_per_s": round(self.docs_per_s, 2),
         }
 
 
 _Batch = list[tuple[Document, list[Chunk]]]
-_Item = tuple[str, Any]  # ("batch", _Batch) | ("delete", Deletion) | ("problem", Problem)
+_Item = tuple[
+    str, Any
+]  # ("batch", _Batch) | ("delete", Deletion) | ("problem", Problem) | ("note", str)
 _END = ("end", None)
+
+
+def cap_document(doc: Document, max_chars: int) -> tuple[Document, bool]:
+    """``doc`` with at most ``max_chars`` characters of section text (later sections dropped,
+    the last kept one cut), and whether anything was cut.
+
+    >>> from retrieval.types import Section
+    >>> d = Document(doc_id="x", source="beir", sections=(Section(text="a" * 6),
+    ...              Section(text="b" * 6)))
+    >>> capped, cut = cap_document(d, 8)
+    >>> [s.text for s in capped.sections], cut
+    (['aaaaaa', 'bb'], True)
+    >>> cap_document(d, 100)[1]
+    False
+    """
+    if sum(len(s.text) for s in doc.sections) <= max_chars:
+        return doc, False
+    kept, left = [], max_chars
+    for sec in doc.sections:
+        if left <= 0:
+            break
+        kept.append(
+            sec if len(sec.text) <= left else sec.model_copy(update={"text": sec.text[:left]})
+        )
+        left -= len(sec.text)
+    return doc.model_copy(update={"sections": tuple(kept)}), True
 
 
 def _produce(
@@ -70,6 +101,7 @@ def _produce(
     batch_docs: int,
     out: queue.Queue[_Item],
     stop: threading.Event,
+    max_chars: int = 300_000,
 ) -> None:
     batch: dict[str, tuple[Document, list[Chunk]]] = {}
 
@@ -87,6 +119,10 @@ def _produce(
             if stop.is_set():
                 return
             if isinstance(rec, Document):
+                rec, cut = cap_document(rec, max_chars)
+                if cut:
+                    put(("note", f"{rec.doc_id}: text cut to {max_chars:,} characters "
+                                 "(ingest.max_chars_per_document)"))  # fmt: skip
                 try:
                     chunks = chunker.chunk(rec)
                 except ChunkingError as exc:
@@ -132,7 +168,10 @@ def run_ingest(
     stop = threading.Event()
     size = batch_docs or index.settings.ingest.batch_docs
     worker = threading.Thread(
-        target=_produce, args=(records, chunker, size, q, stop), name="evidex-parse", daemon=True
+        target=_produce,
+        args=(records, chunker, size, q, stop, index.settings.ingest.max_chars_per_document),
+        name="evidex-parse",
+        daemon=True,
     )
     worker.start()
     bar = tqdm(
@@ -171,6 +210,9 @@ def run_ingest(
                 report.skipped += 1
                 report.problems.append(str(payload))
                 log.warning("skipped %s", payload)
+            elif kind == "note":
+                report.notes.append(str(payload))
+                log.warning("%s", payload)
             elif kind == "error":
                 raise payload
         index.flush()

@@ -87,6 +87,13 @@ class IngestSettings(_Stage):
         description="Documents per write batch; larger batches let the encoder group texts "
         "of similar length (less padding).",
     )
+    max_chars_per_document: int = Field(
+        300_000,
+        ge=1_000,
+        description="Most characters of text indexed per document (a PMC full text is rarely "
+        "over 150,000); a longer one is cut there and the cut is reported, so one oversized "
+        "record cannot stall a batch.",
+    )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
 
 

@@ -79,3 +79,26 @@ def test_beir_folder_without_corpus_and_fields_of_the_wrong_type(tmp_path: Path)
     assert "'title' must be a string, not int" in bad[1].message
     (doc,) = [r for r in recs if isinstance(r, Document)]
     assert doc.title == "Fine" and "['a'" not in doc.sections[0].text
+
+
+def test_an_oversized_document_is_cut_and_reported(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    words = " ".join(f"word{i % 997} is here." for i in range(60_000))  # ~1 MB of "abstract"
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"_id": "big", "title": "Huge", "text": words}) + "\n"
+                      + json.dumps({"_id": "small", "title": "Small", "text": "A short body."})
+                      + "\n")  # fmt: skip
+    env = {"EVIDEX_INGEST__MAX_CHARS_PER_DOCUMENT": "20000"}
+    res = CliRunner().invoke(app, ["ingest", "beir", str(corpus), "--store", str(tmp_path / "s"),
+                                   "--json"], env=env)  # fmt: skip
+    assert res.exit_code == 0, res.output  # cut, not skipped
+    report = json.loads(res.stdout)
+    assert report["written"] == 2 and report["skipped"] == 0
+    assert report["notes"] == ["beir:big: text cut to 20,000 characters "
+                               "(ingest.max_chars_per_document)"]  # fmt: skip
+    assert report["chunks"] < 150  # 20,000 characters, not 1 MB

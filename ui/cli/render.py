@@ -27,6 +27,8 @@ def ingest_report(report: Any, as_json: bool, where: str) -> None:
     t.add_row("store", where)
     out.print(t)
     problems(report.problems, 20)
+    for note in report.notes[:20]:
+        err.print(f"[yellow]note[/] {escape(note)}", highlight=False)
 
 
 def problems(items: Sequence[Any], most: int) -> None:
