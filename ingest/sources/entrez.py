@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from Bio import Entrez
 
@@ -214,5 +215,19 @@ def fetch_records(
                 yield from recs
                 continue
             got = list(recs)
-        cache = folder / f"pmc_{retstart:08d}"
-        yield from with_full_text(got, client.efetch_pmc, cache, batch=settings.full_text_batch)
+        yield from with_full_text(got, _cached_pmc(client, folder, retstart),
+                                  batch=settings.full_text_batch)  # fmt: skip
+
+
+def _cached_pmc(client: EntrezClient, folder: Path, retstart: int) -> Any:
+    """PMC efetch for one PubMed batch, each reply cached in the job folder."""
+
+    def fetch(ids: Sequence[str], n: int) -> bytes:
+        path = folder / f"pmc_{retstart:08d}_{n:04d}.xml"
+        if path.exists():
+            return path.read_bytes()
+        body = client.efetch_pmc(ids)
+        _write_atomic(path, body)
+        return body
+
+    return fetch

@@ -3,15 +3,14 @@
 PubMed record, so that an article is one document and one reference (PMID and PMCID
 together) whose body passages compete with its abstract in the search.
 
-Replies are cached beside the PubMed batches of the job (``pmc_<batch>_<n>.xml``), so a
-re-run replays them instead of asking NCBI again.
+The live job (:func:`ingest.sources.entrez.fetch_records`) caches the replies beside its
+PubMed batches (``pmc_<batch>_<n>.xml``), so a re-run replays them instead of asking NCBI.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 from ingest.records import Problem, Record
 from ingest.sources import pmc
@@ -20,8 +19,9 @@ from retrieval.types import Document, Section
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[Sequence[str]], bytes]
-"""Fetches the JATS ``pmc-articleset`` of these PMCIDs."""
+Fetch = Callable[[Sequence[str], int], bytes]
+"""Fetches the JATS ``pmc-articleset`` of these PMCIDs (the ``n``-th request of the batch;
+the caller caches by it)."""
 
 
 def merge(pubmed: Document, article: Document) -> Document:
@@ -51,19 +51,7 @@ def merge(pubmed: Document, article: Document) -> Document:
     )
 
 
-def _cached(path: Path, fetch: Fetch, ids: Sequence[str]) -> bytes:
-    if path.exists():
-        return path.read_bytes()
-    data = fetch(ids)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return data
-
-
-def with_full_text(
-    records: Sequence[Record], fetch: Fetch, cache: Path, *, batch: int = 20
-) -> Iterator[Record]:
+def with_full_text(records: Sequence[Record], fetch: Fetch, *, batch: int = 20) -> Iterator[Record]:
     """``records`` with the PMC full text merged into each PubMed document that has a
     PMCID and an open-access body; the others pass unchanged (a record without a body is
     logged, a bad reply is reported as a problem and its records keep their abstracts)."""
@@ -74,7 +62,7 @@ def with_full_text(
         ids = [str(d.pmcid) for d in wanted[start : start + batch]]
         where = f"PMC efetch {ids[0]}..{ids[-1]}"
         try:
-            data = _cached(cache.with_name(f"{cache.name}_{n:04d}.xml"), fetch, ids)
+            data = fetch(ids, n)
         except EvidexError as exc:  # NCBI refused or is down: the abstracts still land
             problems.append(Problem(where, "", f"cannot fetch the full text: {exc}"))
             continue

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from retrieval.errors import ConfigError, InputError
 from rl_training.auxiliary.pairs import Pair
+from rl_training.data.reward_model import require_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,7 @@ class RMConfig:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size!r}")
         if self.max_length < 16:
             raise ConfigError(f"max_length must be at least 16 tokens, not {self.max_length!r}")
-        if not (self.model / "config.json").is_file():
-            raise InputError(
-                f"base model {self.model} is not a Hugging Face checkpoint (no config.json): "
-                "give a local model folder"
-            )
+        require_checkpoint(self.model, "base model")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.errors import ConfigError, InputError
+from rl_training.data.reward_model import require_checkpoint
 
 
 @dataclass
@@ -37,10 +38,7 @@ class SFTJobConfig:
                 f"batch_size must be >= 1 and max_length >= 32, not {self.batch_size!r} / "
                 f"{self.max_length!r}"
             )
-        if not (self.model / "config.json").is_file():
-            raise InputError(
-                f"base model {self.model} is not a Hugging Face checkpoint (no config.json)"
-            )
+        require_checkpoint(self.model, "base model")
 
 
 def sft(rows: Sequence[Mapping[str, Any]], cfg: SFTJobConfig, report_name: str) -> dict[str, Any]:

@@ -170,8 +170,9 @@ def local_verdicts(model: Path, prompts: Sequence[str], max_new_tokens: int = 25
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (Path(model) / "config.json").is_file():
-        raise InputError(f"judge {model} is not a Hugging Face checkpoint (no config.json)")
+    from rl_training.data.reward_model import require_checkpoint
+
+    require_checkpoint(model, "judge")
     tok: Any = AutoTokenizer.from_pretrained(str(model))
     lm: Any = AutoModelForCausalLM.from_pretrained(str(model))
     lm.eval()
@@ -201,12 +202,10 @@ def evaluate_vrm(records: Sequence[JudgedRecord], *, model: Path | None = None,
     if model is not None:
         replies = local_verdicts(model, prompts, max_new_tokens)
     else:
-        from answer.llm import OpenAIChat
         from planner.chat import ChatError, ChatMessage
-        from retrieval.settings import LLMSettings
+        from rl_training.eval.models import load_model
 
-        chat = OpenAIChat(LLMSettings(kind="openai", base_url=judge_url, model=judge_model,
-                                      temperature=0.0, max_tokens=max_new_tokens))  # fmt: skip
+        chat = load_model(str(judge_url), name=judge_model, max_tokens=max_new_tokens)
         replies = []
         for p in prompts:
             try:

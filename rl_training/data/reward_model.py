@@ -28,6 +28,18 @@ def conversation_text(record: Mapping[str, Any], tokenizer: Any) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+def require_checkpoint(path: Path | str, what: str) -> Path:
+    """``path`` when it is a Hugging Face checkpoint folder (it has ``config.json``), else a
+    clear error naming ``what`` it should be."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise InputError(
+            f"{what} {path} is not a Hugging Face checkpoint (no config.json): give the folder "
+            "of a local model"
+        )
+    return path
+
+
 class HFRewardModel:
     """Scores conversations with a local sequence-classification reward model (CPU or GPU).
 
@@ -36,12 +48,7 @@ class HFRewardModel:
     def __init__(
         self, path: Path | str, device: str = "cpu", batch_size: int = 8, max_length: int = 4096
     ) -> None:
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise InputError(
-                f"reward model {path} is not a Hugging Face checkpoint (no config.json): give "
-                "the folder of a sequence-classification model"
-            )
+        path = require_checkpoint(path, "reward model")
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

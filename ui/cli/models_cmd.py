@@ -25,11 +25,16 @@ def _pairs(path: Path) -> list:  # type: ignore[type-arg]
     from rl_training.auxiliary.pairs import read_pairs
 
     pairs, problems = read_pairs(path)
+    _skipped([f"{p.where}: {p.message}" for p in problems])
+    return pairs
+
+
+def _skipped(problems: list[str]) -> None:
+    """The bad input lines a command passed over (the first 20, then a count)."""
     for p in problems[:20]:
-        err.print(f"[yellow]skipped[/] {p.where}: {p.message}", highlight=False)
+        err.print(f"[yellow]skipped[/] {p}", highlight=False)
     if len(problems) > 20:
         err.print(f"[yellow]skipped[/] {len(problems) - 20} more bad lines")
-    return pairs
 
 
 @command(train_app, "rm")
@@ -131,8 +136,7 @@ def train_vrm(
     from rl_training.auxiliary.verifier import train_vrm as run
 
     records, problems = read_judged(data)
-    for p in problems[:20]:
-        err.print(f"[yellow]skipped[/] {p}", highlight=False)
+    _skipped(problems)
     cfg = SFTJobConfig(model=model, out=out_dir, epochs=epochs, lr=lr, batch_size=batch_size,
                          max_length=max_length, cpu=cpu)  # fmt: skip
     report = run(records, cfg)
@@ -156,8 +160,7 @@ def eval_vrm(
     from rl_training.auxiliary.verifier import evaluate_vrm, read_judged
 
     records, problems = read_judged(data)
-    for p in problems[:20]:
-        err.print(f"[yellow]skipped[/] {p}", highlight=False)
+    _skipped(problems)
     result = evaluate_vrm(records, model=model, judge_url=judge_url, judge_model=judge_model,
                           max_new_tokens=max_new_tokens)  # fmt: skip
     if as_json:
@@ -193,8 +196,7 @@ def train_tracer(
     from rl_training.auxiliary.tracer import read_cot
 
     rows, problems = read_cot(data)
-    for p in problems[:20]:
-        err.print(f"[yellow]skipped[/] {p}", highlight=False)
+    _skipped(problems)
     cfg = SFTJobConfig(model=model, out=out_dir, epochs=epochs, lr=lr, batch_size=batch_size,
                        max_length=max_length, cpu=cpu)  # fmt: skip
     report = {**sft(rows, cfg, "evidex_tracer.json"), "records": len(rows),
