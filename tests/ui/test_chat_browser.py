@@ -167,15 +167,8 @@ def test_clinician_session_in_a_real_browser(
     last_page: None,
 ) -> None:
     url, data = chat_url
-    browser.get(url)
     # 1. log in
-    _input(browser, "User name").send_keys("alice")
-    _input(browser, "Password").send_keys(PASSWORD)
-    browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
-    _wait(browser).until(_text_on_page("Signed in as alice"))
-    # The sidebar can show the user while the main area still holds the stale login form for
-    # a moment (Streamlit's rerun): wait for the chat page itself.
-    _wait(browser).until(_text_on_page("a licensed clinician must review"))
+    _sign_in(browser, url)
     assert "a licensed clinician must review" in browser.find_element(By.TAG_NAME, "body").text
     # 2. ask, and wait for the verified answer
     _ask(browser, answer_index.question)
@@ -243,6 +236,8 @@ def _sign_in(browser: WebDriver, url: str) -> None:
     _input(browser, "Password").send_keys(PASSWORD)
     browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
     _wait(browser).until(_text_on_page("Signed in as alice"))
+    # The sidebar can show the user while the main area still holds the stale login form for
+    # a moment (Streamlit's rerun): wait for the chat page itself.
     _wait(browser).until(_text_on_page("a licensed clinician must review"))
 
 
