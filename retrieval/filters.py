@@ -6,13 +6,16 @@ into store clauses that Qdrant evaluates with its payload indexes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from retrieval.errors import InputError
 from retrieval.stores.base import AnyOf, Clause, Condition, Not
 from retrieval.types import EvidenceLevel, Source, parse_grade
+
+MAX_VALUES = 50  # values in one filter list
+Term = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class SearchFilters(BaseModel):
@@ -23,18 +26,26 @@ class SearchFilters(BaseModel):
     year_from: int | None = Field(None, ge=1800, le=2200, description="Published in or after.")
     year_to: int | None = Field(None, ge=1800, le=2200, description="Published in or before.")
     evidence_levels: tuple[EvidenceLevel, ...] = Field(
-        (), description="Only these evidence levels (e.g. practice_guideline, systematic_review)."
+        (),
+        max_length=MAX_VALUES,
+        description="Only these evidence levels (e.g. practice_guideline, systematic_review).",
     )
-    publication_types: tuple[str, ...] = Field(
-        (), description="Only documents with one of these PubMed publication types."
+    publication_types: tuple[Term, ...] = Field(
+        (),
+        max_length=MAX_VALUES,
+        description="Only documents with one of these PubMed publication types.",
     )
-    sources: tuple[Source, ...] = Field((), description="Only these corpora (pubmed, pmc, ...).")
-    bodies: tuple[str, ...] = Field(
-        (), description="Only guidelines from these bodies (e.g. USPSTF)."
+    sources: tuple[Source, ...] = Field(
+        (), max_length=MAX_VALUES, description="Only these corpora (pubmed, pmc, ...)."
     )
-    languages: tuple[str, ...] = Field((), description="Only these languages, e.g. 'eng'.")
-    mesh_terms: tuple[str, ...] = Field(
-        (), description="Only documents with one of these MeSH terms."
+    bodies: tuple[Term, ...] = Field(
+        (), max_length=MAX_VALUES, description="Only guidelines from these bodies (e.g. USPSTF)."
+    )
+    languages: tuple[Term, ...] = Field(
+        (), max_length=MAX_VALUES, description="Only these languages, e.g. 'eng'."
+    )
+    mesh_terms: tuple[Term, ...] = Field(
+        (), max_length=MAX_VALUES, description="Only documents with one of these MeSH terms."
     )
     patient_age: float | None = Field(
         None, ge=0, le=130, description="Drop guidelines whose age range excludes this age."
@@ -45,8 +56,9 @@ class SearchFilters(BaseModel):
     exclude_retracted: bool = Field(
         False, description="Drop retracted records (PubMed's 'Retracted Publication')."
     )
-    grades: tuple[str, ...] = Field(
+    grades: tuple[Term, ...] = Field(
         (),
+        max_length=MAX_VALUES,
         description="Only guidelines with one of these recommendation grades (USPSTF A, B, C, "
         "D, I; GRADE strong, conditional, weak); other evidence is dropped too.",
     )

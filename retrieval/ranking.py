@@ -88,6 +88,12 @@ def check_query(query: str, limit: int, what: str = "query") -> str:
     query = " ".join(str(query or "").split())
     if not query:
         raise InputError(f"the {what} is empty: type a clinical question or search terms")
+    bad = _not_utf8(query)
+    if bad is not None:
+        raise InputError(
+            f"the {what} has an invalid character at position {bad} (a byte that is not UTF-8, "
+            "or a lone surrogate): retype it as plain text"
+        )
     if len(query) > limit:
         raise InputError(
             f"the {what} has {len(query):,} characters; the limit is {limit:,} "
@@ -98,7 +104,21 @@ def check_query(query: str, limit: int, what: str = "query") -> str:
 
 def query_ok(query: str, limit: int) -> bool:
     """Whether :func:`check_query` accepts ``query`` (already normalized)."""
-    return bool(query) and len(query) <= limit
+    return bool(query) and len(query) <= limit and _not_utf8(query) is None
+
+
+def _not_utf8(text: str) -> int | None:
+    """Where ``text`` stops being encodable as UTF-8 (an undecodable command-line byte
+    arrives as a surrogate escape), or None.
+
+    >>> _not_utf8("aspirin"), _not_utf8("aspirin \udcff")
+    (None, 8)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 @dataclass

@@ -9,10 +9,11 @@ everywhere, so a typo in a TOML file is an error that names the key, not a silen
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -423,9 +424,85 @@ class ChatSettings(_Stage):
     )
     audit_log: Path | None = Field(
         None,
-        description="JSONL audit log of who asked what and when (no patient data). Empty: "
-        "<data_dir>/audit.jsonl.",
+        description="JSONL audit log of who asked and when (no patient data; mode 600). "
+        "Empty: <data_dir>/audit.jsonl.",
     )
+    audit_questions: Literal["hash", "redacted", "full"] = Field(
+        "hash",
+        description="What the audit log keeps of a question: 'hash' (a keyed hash and the "
+        "length), 'redacted' (names, dates, MRN-like numbers, phones and e-mails replaced) or "
+        "'full' (the text as typed; only where the log is itself protected health data).",
+    )
+    max_login_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Failed sign-ins (per user name, and per client) before a lockout.",
+    )
+    lockout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds a locked-out user or client waits; failures older than this are "
+        "forgotten.",
+    )
+    failure_delay_s: float = Field(
+        1.0,
+        ge=0,
+        le=30,
+        description="Delay after a failed sign-in, times the failures so far (at most 10 s).",
+    )
+
+
+_KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class ServiceSettings(_Stage):
+    """The search service (``evidex serve-search``): keys, limits and its worker."""
+
+    api_keys: tuple[str, ...] = Field(
+        (),
+        description="SHA-256 hashes ('sha256:<64 hex>') of the API keys clients send as "
+        "'Authorization: Bearer KEY'; make one with evidex keys new. Never the keys "
+        "themselves. Required when the service listens on a non-loopback address.",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        max_length=50,
+        description="Host header names accepted besides the loopback names when the service "
+        "listens on loopback (a defence against DNS rebinding); e.g. the name a local proxy "
+        "forwards. Ignored on other addresses, where the API keys guard the service.",
+    )
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, le=100_000_000, description="Largest request body; past it 413."
+    )
+    max_queries: int = Field(64, ge=1, le=1024, description="Most queries in one POST /retrieve.")
+    max_k: int = Field(
+        100, ge=1, le=1000, description="Most passages one query may ask for (k, topk)."
+    )
+    max_pending: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Search requests waiting or running at once; past it the service answers "
+        "503 with Retry-After instead of queueing without bound.",
+    )
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request may wait for and use the search worker; past it 503.",
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hashes_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, entry in enumerate(value):
+            if not _KEY_HASH.match(entry.strip().lower()):
+                # never quote the entry: it may be a key pasted by mistake
+                raise ValueError(
+                    f"entry {i} is not a 'sha256:<64 hex>' hash: store the hash that "
+                    "evidex keys new prints, never the key itself"
+                )
+        return tuple(dict.fromkeys(e.strip().lower() for e in value))
 
 
 class EngineSettings(_Stage):
@@ -474,6 +551,7 @@ class Settings(BaseSettings):
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 from retrieval.errors import EvidexError
 
@@ -98,3 +99,66 @@ def ensure_first_user(store: UserStore) -> str | None:
     password = secrets.token_urlsafe(12)
     store.add("admin", password)
     return password
+
+
+class LoginThrottle:
+    """Failed sign-ins per user and per client in a small SQLite file, shared by every session
+    and surviving restarts. After ``max_failures`` failures within ``lockout_s`` seconds the
+    user (or the client) is locked out until that window has passed: even the right password
+    is refused meanwhile. A success clears the user's failures (not the client's)."""
+
+    def __init__(
+        self, path: Path, max_failures: int = 5, lockout_s: float = 900.0, clock: Any = None
+    ) -> None:
+        import sqlite3
+        import time
+
+        self.path, self.max_failures, self.lockout_s = Path(path), max_failures, lockout_s
+        self.clock = clock or time.time
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not self.path.exists()
+        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+        if fresh:
+            os.chmod(self.path, 0o600)
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS failures (who TEXT, ts REAL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS failures_who ON failures (who, ts)")
+
+    @staticmethod
+    def _keys(user: str, client: str) -> tuple[str, str]:
+        user_key = "user:" + hashlib.sha256(user.strip().lower().encode()).hexdigest()[:32]
+        return user_key, "client:" + hashlib.sha256(client.encode()).hexdigest()[:32]
+
+    def locked_for(self, user: str, client: str) -> float:
+        """Seconds until ``user`` from ``client`` may try again; 0 when not locked out."""
+        now = self.clock()
+        waits = [0.0]
+        for who in self._keys(user, client):
+            rows = self._db.execute(
+                "SELECT ts FROM failures WHERE who = ? AND ts > ? ORDER BY ts DESC LIMIT ?",
+                (who, now - self.lockout_s, self.max_failures),
+            ).fetchall()
+            if len(rows) >= self.max_failures:
+                waits.append(rows[0][0] + self.lockout_s - now)
+        return max(waits)
+
+    def failed(self, user: str, client: str) -> int:
+        """Record a failure; returns the user's failures in the window."""
+        now = self.clock()
+        user_key, client_key = self._keys(user, client)
+        with self._db:
+            self._db.executemany("INSERT INTO failures VALUES (?, ?)",
+                                 [(user_key, now), (client_key, now)])  # fmt: skip
+            self._db.execute("DELETE FROM failures WHERE ts < ?", (now - self.lockout_s,))
+        (count,) = self._db.execute(
+            "SELECT COUNT(*) FROM failures WHERE who = ? AND ts > ?",
+            (user_key, now - self.lockout_s),
+        ).fetchone()
+        return int(count)
+
+    def succeeded(self, user: str, client: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM failures WHERE who = ?", (self._keys(user, client)[0],))
+
+    def close(self) -> None:
+        self._db.close()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,12 @@ from answer import REVIEW_NOTICE, Answer, Assistant
 from answer.patient import Patient, PatientError, load_patient
 from answer.types import SOURCES_SAY_LABEL
 from retrieval.errors import EvidexError
+from retrieval.privacy import install_log_redaction, make_private
 from retrieval.settings import Settings, SettingsError, load_settings
 from retrieval.types import EvidenceLevel, Source
 from ui import chat_view as view
-from ui.audit import audit
-from ui.auth import AuthError, UserStore
+from ui.audit import audit, question_fields
+from ui.auth import AuthError, LoginThrottle, UserStore
 from ui.feedback import FeedbackStore
 
 log = logging.getLogger("evidex.chat")
@@ -53,9 +56,19 @@ def _store_stats() -> dict[str, Any]:
     return assistant.searcher.index.stats().model_dump()
 
 
+@st.cache_resource(show_spinner=False)
+def _private(data_dir: str) -> None:
+    """Once per process: the data folder and its files private (700/600), new files too, and
+    identifiers redacted from the logs."""
+    os.umask(0o077)
+    make_private(Path(data_dir))
+    install_log_redaction()
+
+
 def _paths(settings: Settings) -> tuple[Path, Path, Path]:
     chat = settings.chat
     base = Path(settings.data_dir)
+    _private(str(base))
     return (
         chat.users_file or base / "users.json",
         chat.feedback_db or base / "feedback.sqlite",
@@ -101,20 +114,57 @@ def _login(settings: Settings) -> str | None:
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        try:
-            ok = UserStore(users_file).verify(name.strip(), password)
-        except AuthError as exc:
-            st.error(str(exc))
-            return None
-        if ok:
-            st.session_state["user"] = name.strip()
-            audit(audit_path, name.strip(), "login")
-            st.rerun()
-        audit(audit_path, name.strip()[:64] or "-", "login_failed")
-        st.error("Wrong user name or password.")
+        _sign_in(settings, name.strip()[:64], password, users_file, audit_path)
     if not UserStore(users_file).names():
         st.info(f"No users yet: create one with `evidex users add NAME` (users file {users_file}).")
     return None
+
+
+def _client() -> str:
+    """Who is signing in, for the per-client count: the address, else this browser session."""
+    ip = getattr(st.context, "ip_address", None)
+    if ip:
+        return f"ip:{ip}"
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id if ctx else '-'}"
+
+
+def _sign_in(
+    settings: Settings, name: str, password: str, users_file: Path, audit_path: Path
+) -> None:
+    chat, client = settings.chat, _client()
+    throttle = LoginThrottle(
+        Path(settings.data_dir) / "logins.sqlite", chat.max_login_failures, chat.lockout_s
+    )
+    try:
+        wait = throttle.locked_for(name, client)
+        if wait > 0:
+            audit(audit_path, name or "-", "login_locked")
+            st.error(
+                f"Too many failed sign-ins: try again in {math.ceil(wait / 60)} minute(s), or "
+                "ask your evidex administrator to reset the password (evidex users add NAME)."
+            )
+            return
+        try:
+            ok = UserStore(users_file).verify(name, password)
+        except AuthError as exc:
+            st.error(str(exc))
+            return
+        if ok:
+            throttle.succeeded(name, client)
+            st.session_state["user"] = name
+            audit(audit_path, name, "login")
+            st.rerun()
+        failures = throttle.failed(name, client)
+        audit(audit_path, name or "-", "login_failed", failures=failures)
+        if failures >= chat.max_login_failures:
+            audit(audit_path, name or "-", "lockout", seconds=chat.lockout_s)
+        time.sleep(min(10.0, chat.failure_delay_s * failures))
+    finally:
+        throttle.close()
+    st.error("Wrong user name or password.")
 
 
 # -- sidebar -----------------------------------------------------------------------------
@@ -379,7 +429,15 @@ def _ask(question: str, options: dict[str, Any], user: str, settings: Settings) 
         return
     placeholder.empty()
     assert answer is not None
-    audit(audit_path, user, "ask", question=question, answer_id=answer.answer_id)
+    audit(
+        audit_path,
+        user,
+        "ask",
+        **question_fields(
+            question, settings.chat.audit_questions, Path(settings.data_dir) / "audit.key"
+        ),
+        answer_id=answer.answer_id,
+    )
     st.session_state["messages"].append({"role": "assistant", "answer": answer})
     st.rerun()
 

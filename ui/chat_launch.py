@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.errors import ServiceError
+from retrieval.privacy import make_private
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,47 @@ def launch_chat(
     say(f"evidex chat on {url}  (Ctrl-C stops it)")
     if browser:
         threading.Thread(target=open_when_up, args=(url,), daemon=True).start()
+    os.umask(0o077)
+    make_private(Path(settings.data_dir))
+    return run_child(streamlit_command(host, port), env)
+
+
+def run_child(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
+    """Run ``cmd`` in the foreground and wait for it. SIGTERM, SIGINT and SIGHUP to this
+    process are forwarded to the child, which is waited for (killed after ``grace_s``), so
+    no orphan keeps serving or holding the store lock. Returns the child's exit status (0
+    after a forwarded signal)."""
+    child = subprocess.Popen(cmd, env=env)
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        forwarded.append(signum)
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, forward) for s in watched}
+    deadline: float | None = None
     try:
-        return subprocess.call(streamlit_command(host, port), env=env)
-    except KeyboardInterrupt:
-        return 0
+        while True:
+            try:
+                code = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if forwarded and deadline is None:
+                    deadline = time.monotonic() + grace_s
+                if deadline is not None and time.monotonic() > deadline:
+                    log.warning("the chat did not stop within %.0f s of the signal: killing it",
+                                grace_s)  # fmt: skip
+                    child.kill()
+            except KeyboardInterrupt:  # no handler installed (not the main thread)
+                forward(signal.SIGINT, None)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0 if forwarded else code

@@ -3,6 +3,7 @@ the token-level loss mask."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,13 +55,22 @@ class SearcherBackend:
 
 
 class HTTPBackend:
-    """The search service's ``POST /retrieve`` (``evidex serve-search``)."""
+    """The search service's ``POST /retrieve`` (``evidex serve-search``).
+
+    ``api_key`` (default: ``$EVIDEX_SEARCH_API_KEY``) is sent as a bearer token to a service
+    with ``service.api_keys``."""
 
     def __init__(
-        self, url: str, timeout_s: float = 30.0, client: httpx.Client | None = None
+        self,
+        url: str,
+        timeout_s: float = 30.0,
+        client: httpx.Client | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._client = client or httpx.Client(timeout=timeout_s)
+        key = api_key or os.environ.get("EVIDEX_SEARCH_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = client or httpx.Client(timeout=timeout_s, headers=headers)
 
     def __call__(self, query: str, k: int) -> list[Doc]:
         resp = self._client.post(

@@ -80,14 +80,21 @@ def test_ask_shows_answer_references_and_takes_feedback(
     assert f"pubmed.ncbi.nlm.nih.gov/{answer_index.pmid}" in text  # a link to open the source
     assert ("Insufficient evidence" in text) == answer.abstained  # a distinct look
     assert any(c.value.endswith(REVIEW_NOTICE) for c in at.caption)
-    # the audit log has the question and the answer id, nothing else about the case
-    ask = [json.loads(x) for x in (env / "audit.jsonl").read_text().splitlines()][-1]
+    # the audit log has the question's keyed hash, its length and the answer id, not its text
+    log_text = (env / "audit.jsonl").read_text()
+    ask = [json.loads(x) for x in log_text.splitlines()][-1]
     assert ask == {
         **ask,
         "event": "ask",
-        "question": answer_index.question,
+        "question_chars": len(answer_index.question),
         "answer_id": answer.answer_id,
     }
+    assert len(ask["question_hmac"]) == 64 and "question" not in ask
+    assert answer_index.question not in log_text and "tailored" not in log_text
+    # private files in a private folder
+    assert (env.stat().st_mode & 0o777) == 0o700
+    for name in ("audit.jsonl", "audit.key", "users.json", "logins.sqlite"):
+        assert ((env / name).stat().st_mode & 0o777) == 0o600, name
     # feedback: thumbs down, a comment and a correction
     at.radio[0].set_value("👎 Not helpful")
     at.text_input(key=f"comment-{answer.answer_id}").input("misses the trial result")
@@ -168,3 +175,47 @@ def test_no_login_mode_opens_the_chat(env: Path, monkeypatch: pytest.MonkeyPatch
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert not at.exception and at.chat_input and at.warning[0].value == REVIEW_NOTICE
+
+
+def test_wrong_passwords_lock_the_user_out_and_are_audited(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVIDEX_CHAT__MAX_LOGIN_FAILURES", "3")
+    monkeypatch.setenv("EVIDEX_CHAT__FAILURE_DELAY_S", "0")
+    at = AppTest.from_file(APP, default_timeout=120)
+    for _ in range(3):
+        _login(at, "wrong password")
+        assert "Wrong user name or password" in at.error[0].value
+    _login(at)  # the right password, after the lockout: still refused
+    assert "Too many failed sign-ins" in at.error[0].value and not at.chat_input
+    other = _login(AppTest.from_file(APP, default_timeout=120))  # another session, same user
+    assert "Too many failed sign-ins" in other.error[0].value and not other.chat_input
+    events = [json.loads(x) for x in (env / "audit.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["login_failed"] * 2 + [
+        "login_failed", "lockout", "login_locked", "login_locked"
+    ]  # fmt: skip
+    assert [e.get("failures") for e in events[:3]] == [1, 2, 3]
+    import time
+
+    import streamlit as st
+
+    monkeypatch.setenv("EVIDEX_CHAT__LOCKOUT_S", "0.5")  # the window passes: the user is back
+    st.cache_resource.clear()  # the settings are read once per process
+    time.sleep(0.6)
+    again = _login(AppTest.from_file(APP, default_timeout=120))
+    assert not again.exception and again.chat_input, [e.value for e in again.error]
+
+
+def test_redacted_audit_keeps_no_identifier(
+    env: Path, answer_index: AnswerIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVIDEX_CHAT__AUDIT_QUESTIONS", "redacted")
+    at = _login(AppTest.from_file(APP, default_timeout=300))
+    question = f"Mrs. Ellen Walsh, MRN 40123987, DOB 02/11/1951: {answer_index.question}"
+    at.chat_input[0].set_value(question).run()
+    assert not at.exception
+    log_text = (env / "audit.jsonl").read_text()
+    ask = json.loads(log_text.splitlines()[-1])
+    assert ask["question"].startswith("Mrs. [NAME], MRN [ID], DOB [DATE]: Can tailored")
+    for secret in ("Walsh", "Ellen", "40123987", "1951"):
+        assert secret not in log_text

@@ -4,7 +4,8 @@
   where an :class:`retrieval.errors.EvidexError` becomes one line and an exit code;
 - :mod:`ui.cli.render`: how typed results print (tables, panels, JSON);
 - :mod:`ui.cli.ingest_cmd`: ``ingest pubmed|pmc|guidelines|beir|entrez``, ``index stats``;
-- :mod:`ui.cli.query_cmd`: ``search``, ``ask``, ``serve-search``, ``config show``;
+- :mod:`ui.cli.query_cmd`: ``search``, ``ask``, ``config show``;
+- :mod:`ui.cli.service_cmd`: ``serve-search``, ``keys new``;
 - :mod:`ui.cli.clinic_cmd`: ``demo`` (the main job), ``chat``, ``users``, ``feedback``;
 - :mod:`ui.cli.eval_cmd`: ``eval retrieval``, ``eval qa``;
 - :mod:`ui.cli.train_cmd`: ``train export|curate|sft|grpo|plot|merge``;
@@ -23,6 +24,7 @@ from ui.cli import (
     ingest_cmd,
     models_cmd,
     query_cmd,
+    service_cmd,
     train_cmd,
 )
 from ui.cli.app import app
@@ -35,6 +37,7 @@ _COMMANDS = (
     ingest_cmd,
     models_cmd,
     query_cmd,
+    service_cmd,
     train_cmd,
 )  # registered on import
 

@@ -1,4 +1,4 @@
-"""``evidex search``, ``evidex ask``, ``evidex serve-search`` and ``evidex config show``."""
+"""``evidex search``, ``evidex ask`` and ``evidex config show``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from ui.cli.app import (
     app,
     command,
     config_app,
-    err,
     load,
     open_index,
     out,
@@ -96,7 +95,11 @@ def search(
         patient_age=age, patient_sex=sex, exclude_retracted=exclude_retracted or None,
         grades=grade,
     )  # fmt: skip
-    index = open_index(load(config, store), store, create=False)
+    from retrieval.ranking import check_query
+
+    settings = load(config, store)
+    question = check_query(question, settings.search.max_query_chars)  # before the store opens
+    index = open_index(settings, store, create=False)
     try:
         found = index.search(question, k=k, mode=mode, filters=filters)
     finally:
@@ -144,16 +147,3 @@ def ask(
         render.answer_json(result)
     else:
         render.answer(result, reasoning)
-
-
-@command(app, "serve-search")
-def serve_search(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8765,
-    store: StoreOpt = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Serve POST /search, POST /retrieve (Search-R1 shape) and GET /health over HTTP."""
-    from retrieval.service import serve
-
-    serve(load(config, store), host, port, on_ready=lambda where: err.print(where))
