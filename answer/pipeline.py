@@ -234,7 +234,14 @@ class Assistant:
             base = user_filters.model_dump() if user_filters else {}
             base.update({k: v for k, v in pat.filters().model_dump().items() if v is not None})
             user_filters = SearchFilters.model_validate(base)
-        return _Run(question, self.settings, pat, user_filters)
+        run = _Run(question, self.settings, pat, user_filters)
+        if pat is not None and pat.omitted:
+            run.warnings.append(
+                "patient context cut to the most recent entries ("
+                + "; ".join(pat.omitted)
+                + "): check the full record for older history"
+            )
+        return run
 
     def _run(
         self, question: str, patient: PatientLike, filters: FiltersLike, *, stream: bool

@@ -229,6 +229,10 @@ def test_patient_context_goes_to_prompt_and_filters_not_logs(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "Zollinger" not in logged and "omeprazole" not in logged
     assert "Zollinger" not in repr(patient)
+    cut = patient.model_copy(update={"omitted": ("Condition: the 30 most recent of 6,000 kept",)})
+    with Assistant(answer_index.settings(), chat=ScriptedChat(faithful)) as a:
+        warned = a.ask(answer_index.question, patient=cut)
+    assert any("patient context cut" in w and "6,000" in w for w in warned.warnings)
 
 
 def test_stream_yields_tokens_then_the_verified_answer(answer_index: AnswerIndex) -> None:

@@ -129,9 +129,18 @@ def test_evidex_chat_starts_streamlit_and_creates_the_first_user(tmp_path: Path)
     try:
         wait_until_up(proc, f"http://127.0.0.1:{port}/_stcore/health", log)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
-    finally:
+        # SIGTERM to evidex chat reaches Streamlit, and evidex waits for it: no orphan keeps
+        # serving (or holding the store) once evidex has exited
         proc.terminate()
-        proc.wait(timeout=30)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert (tmp_path.stat().st_mode & 0o777) == 0o700  # the data dir made private
+    assert ((tmp_path / "users.json").stat().st_mode & 0o777) == 0o600
     log.seek(0)
     said = log.read().decode()
     m = re.search(r"user: admin\n  password: (\S+)\n", said)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -83,6 +84,10 @@ def _root(
     )
     for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    from retrieval.privacy import install_log_redaction
+
+    install_log_redaction()  # identifiers that slip into a log line are masked
+    os.umask(0o077)  # what evidex writes (index, jobs, logs, exports) is private to its user
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
