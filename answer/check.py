@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from answer.compose import Sources
+from answer.injection import about_the_rules
 from answer.types import Citation, CitationStatus, RemovedClaim
 from answer.verify import Verifier, content_words, parse_markers, split_sentences
 from retrieval.settings import VerifySettings
@@ -68,6 +69,11 @@ def claims(
             parsed[i] = ("", [])
             continue
         seen.add(key)
+        if clean and about_the_rules(clean):  # never a finding, whatever it cites
+            why = "about how the answer is made, not the evidence"
+            removed.append(RemovedClaim(sentence=sentences[i], reason=why, markers=tuple(markers)))
+            parsed[i] = ("", [])
+            continue
         question = clean.endswith(("?", "？"))
         if clean and (question or len(content_words(clean)) < 3):
             if question or content_words(clean):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from answer.injection import addressed_to_model
 from answer.types import DIGEST_LABEL, Citation, Digest
 from answer.verify import split_sentences
 from planner.types import Subtask
@@ -333,6 +334,7 @@ def choose(
             if _words(s.text) >= settings.min_words
             and verbatim(s.text, p.text)
             and not s.text.startswith("[sentence withheld")
+            and not addressed_to_model(s.text)
         ]
         cands.extend(sents)
     if not cands:

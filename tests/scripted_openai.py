@@ -11,11 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from answer.consensus import SYSTEM as STANCE_SYSTEM
+from answer.injection import block_contents
 from answer.verify import split_sentences
 
 
 def _sources(user: str) -> dict[int, str]:
-    block = user.split("Sources:\n\n", 1)[-1].split("\n\nQuestion:")[0]
+    block = block_contents(user) or ""
     out: dict[int, str] = {}
     for part in re.split(r"\n\n(?=\[\d+\] )", block):
         m = re.match(r"\[(\d+)\] [^\n]*\n(.*)", part, re.DOTALL)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from answer import REVIEW_NOTICE, Answer, AnswerError, Assistant
+from answer.injection import block_contents
 from answer.patient import load_patient
 from answer.verify import split_sentences
 from planner.chat import ChatError, ChatMessage
@@ -22,9 +23,7 @@ from tests.scripted_chat import ScriptedChat
 def sources(messages: Sequence[ChatMessage]) -> dict[int, str]:
     """Source texts by number, as the prompt shows them."""
     user = messages[-1].content
-    blocks = re.split(
-        r"\n\n(?=\[\d+\] )", user.split("Sources:\n\n", 1)[1].split("\n\nQuestion:")[0]
-    )
+    blocks = re.split(r"\n\n(?=\[\d+\] )", block_contents(user) or "")
     out = {}
     for b in blocks:
         m = re.match(r"\[(\d+)\] [^\n]*\n(.*)", b, re.DOTALL)
