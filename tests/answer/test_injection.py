@@ -225,3 +225,27 @@ def test_every_planted_instruction_is_withheld_from_the_model() -> None:
 
     missed = [c.topic for c in CASES if not sanitize_passage(f"{c.fact} {c.injection}")[1]]
     assert missed == []
+
+
+def test_real_abstracts_and_patient_leaflets_are_rarely_withheld() -> None:
+    """The detector must not eat evidence: on real PubMedQA abstracts and MedQuAD answers
+    (consumer-health text full of "you should ..."), almost no sentence is withheld."""
+    import gzip
+    import itertools
+    import json
+
+    from answer.verify import split_sentences
+    from tests.conftest import shared_path
+
+    abstracts = shared_path("pubmedqa", "beir_dev", "corpus.jsonl")
+    leaflets = shared_path("guidelines", "medquad", "medquad_answered.jsonl.gz")
+    with abstracts.open() as fh:
+        lines = itertools.islice(fh, 400)
+        pubmed = [s for line in lines for s in split_sentences(json.loads(line)["text"])]
+    with gzip.open(leaflets, "rt") as fh:
+        lines = itertools.islice(fh, 600)
+        medquad = [s for line in lines for s in split_sentences(json.loads(line)["answer"])]
+    for sents in (pubmed, medquad):
+        assert len(sents) > 4000
+        withheld = [s for s in sents if addressed_to_model(s)]
+        assert len(withheld) / len(sents) < 0.002, withheld[:10]
