@@ -57,7 +57,9 @@ def main() -> None:
     settings = load_settings(data_dir=tmp, store={"path": store})
     idx = Index(settings, store)
     t0 = time.perf_counter()
-    run_ingest(records("beir", [SHARED / "pubmedqa" / "beir_dev" / "corpus.jsonl"]), idx)
+    run_ingest(
+        records("beir", [SHARED / "pubmedqa" / "beir_dev" / "corpus.jsonl"], pmid_ids=True), idx
+    )
     idx.close()
     ingest_s = time.perf_counter() - t0
 

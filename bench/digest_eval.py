@@ -116,7 +116,10 @@ def main() -> None:
     if not (store.exists() and any(store.iterdir())):
         t0 = time.perf_counter()
         with Index(load_settings(**base), store) as idx:  # type: ignore[arg-type]
-            run_ingest(records("beir", [SHARED / "pubmedqa" / "beir_dev" / "corpus.jsonl"]), idx)
+            run_ingest(
+                records("beir", [SHARED / "pubmedqa" / "beir_dev" / "corpus.jsonl"], pmid_ids=True),
+                idx,
+            )
         ingest_s = time.perf_counter() - t0
 
     conclusions = {}

@@ -57,7 +57,11 @@ FILTER = SearchFilters(
 def base_points(tmp: Path) -> list[tuple[list[float], SparseVec, dict]]:
     settings = load_settings(data_dir=tmp)
     idx = Index(settings, tmp / "base")
-    run_ingest(records("beir", [SHARED / "pubmedqa/beir_dev/corpus.jsonl"]), idx, progress=False)
+    run_ingest(
+        records("beir", [SHARED / "pubmedqa/beir_dev/corpus.jsonl"], pmid_ids=True),
+        idx,
+        progress=False,
+    )
     store = idx.store
     assert isinstance(store, EdgeStore)
     recs, offset, out = [], None, []

@@ -97,7 +97,7 @@ def _index(docs: int) -> Path:
     corpus = tmp / "corpus.jsonl"
     corpus.write_text("\n".join(lines) + "\n")
     idx = Index(load_settings(data_dir=tmp, store={"path": tmp / "store"}), tmp / "store")
-    run_ingest(records("beir", [corpus]), idx, progress=False)
+    run_ingest(records("beir", [corpus], pmid_ids=True), idx, progress=False)
     idx.close()
     return tmp
 

@@ -102,6 +102,7 @@ def _produce(
     out: queue.Queue[_Item],
     stop: threading.Event,
     max_chars: int = 300_000,
+    max_chunks: int = 400,
 ) -> None:
     batch: dict[str, tuple[Document, list[Chunk]]] = {}
 
@@ -128,6 +129,10 @@ def _produce(
                 except ChunkingError as exc:
                     put(("problem", Problem(rec.doc_id, "", str(exc))))
                     continue
+                if len(chunks) > max_chunks:
+                    put(("note", f"{rec.doc_id}: {len(chunks):,} chunks, the first {max_chunks:,} "
+                                 "indexed (ingest.max_chunks_per_document)"))  # fmt: skip
+                    chunks = chunks[:max_chunks]
                 batch.pop(rec.doc_id, None)  # a later copy in the same input wins
                 batch[rec.doc_id] = (rec, chunks)
                 if len(batch) >= batch_docs:
@@ -169,7 +174,15 @@ def run_ingest(
     size = batch_docs or index.settings.ingest.batch_docs
     worker = threading.Thread(
         target=_produce,
-        args=(records, chunker, size, q, stop, index.settings.ingest.max_chars_per_document),
+        args=(
+            records,
+            chunker,
+            size,
+            q,
+            stop,
+            index.settings.ingest.max_chars_per_document,
+            index.settings.ingest.max_chunks_per_document,
+        ),
         name="evidex-parse",
         daemon=True,
     )
@@ -241,10 +254,12 @@ def ingest_paths(
     batch_docs: int | None = None,
     desc: str | None = None,
     evidence_level: EvidenceLevel | None = None,
+    pmid_ids: bool = False,
 ) -> IngestReport:
     """Ingest files and folders of one ``kind`` (pubmed, pmc, guidelines, beir), or of the
     kind detected for each path when ``kind`` is None; one report for them all.
-    ``evidence_level`` applies to HTML, Markdown and PDF files that declare none.
+    ``evidence_level`` applies to HTML, Markdown and PDF files that declare none;
+    ``pmid_ids`` says a BEIR corpus is PubMed-based (its ``_id`` values are PMIDs).
 
     A path that does not exist is an :class:`ingest.records.InputError` raised before
     anything is written; unreadable files inside are reported and skipped.
@@ -263,7 +278,7 @@ def ingest_paths(
         from ingest.sources.guidelines import with_level
 
         for k, files in groups:
-            for rec in records(k, files):
+            for rec in records(k, files, pmid_ids=pmid_ids):
                 # an HTML, Markdown or PDF file ("guideline:..." ids) takes the command's level
                 file_doc = isinstance(rec, Document) and rec.doc_id.startswith("guideline:")
                 if evidence_level and file_doc:

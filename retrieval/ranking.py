@@ -108,7 +108,7 @@ def query_ok(query: str, limit: int) -> bool:
 
 
 def _not_utf8(text: str) -> int | None:
-    """Where ``text`` stops being encodable as UTF-8 (an undecodable command-line byte
+    r"""Where ``text`` stops being encodable as UTF-8 (an undecodable command-line byte
     arrives as a surrogate escape), or None.
 
     >>> _not_utf8("aspirin"), _not_utf8("aspirin \udcff")

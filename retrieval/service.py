@@ -53,7 +53,7 @@ def excerpt(value: Any, limit: int = EXCERPT) -> str:
     """A short, safe quotation of a bad input for an error message.
 
     >>> excerpt("x" * 100, 10)
-    "'xxxxxxxxx… (100 characters)"
+    "'xxxxxxxx… (100 characters)"
     >>> excerpt({"a": 1})
     "{'a': 1}"
     """
@@ -73,7 +73,7 @@ def new_key() -> tuple[str, str]:
 def key_hash(key: str) -> str:
     """The ``service.api_keys`` entry of ``key``.
 
-    >>> key_hash("k")[:15]
+    >>> key_hash("k")[:14]
     'sha256:8254c32'
     """
     return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()

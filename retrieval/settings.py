@@ -95,6 +95,12 @@ class IngestSettings(_Stage):
         "over 150,000); a longer one is cut there and the cut is reported, so one oversized "
         "record cannot stall a batch.",
     )
+    max_chunks_per_document: int = Field(
+        400,
+        ge=1,
+        description="Most chunks indexed per document; the rest of a longer one is dropped "
+        "and the cut reported.",
+    )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
 
 
@@ -498,7 +504,7 @@ class ServiceSettings(_Stage):
         for i, entry in enumerate(value):
             if not _KEY_HASH.match(entry.strip().lower()):
                 # never quote the entry: it may be a key pasted by mistake
-                raise ValueError(
+                raise ConfigError(
                     f"entry {i} is not a 'sha256:<64 hex>' hash: store the hash that "
                     "evidex keys new prints, never the key itself"
                 )

@@ -12,4 +12,10 @@ echo "== mypy"
 .venv/bin/mypy ingest retrieval planner answer ui rl_training
 echo "== pytest"
 # pytest exits 5 when it collects no test: that fails this script too.
+# Two workers (EVIDEX_TEST_WORKERS), each test file on one worker (its module fixtures built
+# once): the suite waits on subprocesses, servers and the browser as much as it computes.
+workers="${EVIDEX_TEST_WORKERS:-2}"
+if [ "$workers" -gt 1 ] && .venv/bin/python -c "import xdist" 2>/dev/null; then
+  set -- -n "$workers" --dist loadfile "$@"
+fi
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -59,7 +59,7 @@ def answer_index(tmp_path_factory: pytest.TempPathFactory) -> AnswerIndex:
     planted.write_text(PLANTED)
     settings = load_settings(data_dir=tmp, store={"path": tmp / "store"})
     idx = Index(settings, tmp / "store")
-    run_ingest(records("beir", [small]), idx, progress=False)
+    run_ingest(records("beir", [small], pmid_ids=True), idx, progress=False)
     run_ingest(
         records("guidelines", [shared_path("guidelines", "uspstf_recommendations.json"), planted]),
         idx,

@@ -43,15 +43,16 @@ def _sniff_xml(path: Path) -> bool:
     return head.startswith(b"<")
 
 
-def parser_for(kind: Kind, path: Path) -> Parser | None:
-    """The parser for ``path`` under ``kind``, or None if the file does not belong to it."""
+def parser_for(kind: Kind, path: Path, pmid_ids: bool = False) -> Parser | None:
+    """The parser for ``path`` under ``kind``, or None if the file does not belong to it.
+    ``pmid_ids``: a BEIR corpus whose ``_id`` values are PubMed PMIDs."""
     name = path.name.lower()
     if kind == "pubmed":
         return pubmed_xml.parse_file if _sniff_xml(path) else medline.parse_file
     if kind == "pmc":
         return pmc.parse_file
     if kind == "beir":
-        return beir.parse_file
+        return lambda p: beir.parse_file(p, pmid_ids)
     if name.endswith(".json"):
         return guidelines.parse_uspstf
     if name.endswith((".jsonl", ".jsonl.gz")):
@@ -108,11 +109,14 @@ DECODE_ERRORS = _decode_errors()
 encodings, XML, JSON, PDF); each becomes that file's reported problem."""
 
 
-def records(kind: Kind, files: Iterable[Path]) -> Iterator[Record]:
-    """All records of all files, with unreadable files reported as Problems."""
+def records(kind: Kind, files: Iterable[Path], *, pmid_ids: bool = False) -> Iterator[Record]:
+    """All records of all files, with unreadable files reported as Problems. ``pmid_ids``:
+    the BEIR corpus is PubMed-based, its ``_id`` values are PMIDs (linked to PubMed)."""
     for f in files:
         try:
-            parser = parser_for(kind, f)  # (it may read the file's start to tell its type)
+            parser = parser_for(
+                kind, f, pmid_ids
+            )  # (it may read the file's start to tell its type)
             if parser is None:
                 yield Problem(str(f), "", f"not a {kind} file type")
                 continue

@@ -138,17 +138,13 @@ def test_default_embedded_setup_answers_with_a_digest(answer_index: AnswerIndex)
     assert "untitled" in ans.render()
 
 
-def test_digest_on_real_pubmedqa_cites_own_abstract_and_its_conclusion(tmp_path) -> None:
-    """20 PubMedQA questions over 120 abstracts: the question's own abstract is cited, the
-    quoted sentence of it is from its CONCLUSIONS (which the corpus does not label)."""
-    from ingest.pipeline import run_ingest
-    from ingest.sources.files import records
-    from retrieval.index import Index
-    from retrieval.settings import load_settings
-
-    corpus = shared_path("pubmedqa", "beir_dev", "corpus.jsonl").read_text().splitlines()[:120]
-    small = tmp_path / "corpus.jsonl"
-    small.write_text("\n".join(corpus) + "\n")
+def test_digest_on_real_pubmedqa_cites_own_abstract_and_its_conclusion(
+    answer_index: AnswerIndex,
+) -> None:
+    """20 PubMedQA questions over the answer index (40 abstracts, the USPSTF guidelines): the
+    question's own abstract is cited, the quoted sentence of it is from its CONCLUSIONS (which
+    the corpus does not label)."""
+    corpus = shared_path("pubmedqa", "beir_dev", "corpus.jsonl").read_text().splitlines()[:40]
     ids = [json.loads(x)["_id"] for x in corpus]
     dev = json.loads(shared_path("pubmedqa", "pqal_dev.json").read_text())
     conclusions = {}
@@ -157,9 +153,7 @@ def test_digest_on_real_pubmedqa_cites_own_abstract_and_its_conclusion(tmp_path)
         conclusions[rec["pmid"]] = " ".join(
             s["text"] for s in rec["sections"] if s["label"].startswith("CONCLU")
         )
-    settings = load_settings(data_dir=tmp_path, store={"path": tmp_path / "store"})
-    with Index(settings, tmp_path / "store") as idx:
-        run_ingest(records("beir", [small]), idx, progress=False)
+    settings = answer_index.settings(answer={"mode": "digest"})
     asked = [p for p in ids if p in dev][:20]
     cited = concl = 0
     with Assistant(settings) as a:
@@ -172,7 +166,7 @@ def test_digest_on_real_pubmedqa_cites_own_abstract_and_its_conclusion(tmp_path)
             concl += any(" ".join(c.sentence.split()) in " ".join(conclusions[pmid].split())
                          for c in own)  # fmt: skip
     # the similarity-only choice (the old fallback) quotes a conclusion about half the time
-    assert cited >= 18 and concl >= 15, (cited, concl, len(asked))
+    assert len(asked) == 20 and cited >= 18 and concl >= 15, (cited, concl, len(asked))
 
 
 def test_model_down_and_served_abstention(answer_index: AnswerIndex) -> None:

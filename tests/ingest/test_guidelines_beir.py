@@ -50,7 +50,7 @@ def test_jsonl_bad_lines_are_reported_with_line_numbers(tmp_path: Path) -> None:
         b'{"_id": "5", "text": "Also fine."}\n'
     )
     recs = list(beir.parse_file(f))
-    assert [r.doc_id for r in recs if isinstance(r, Document)] == ["pmid:1", "pmid:5"]
+    assert [r.doc_id for r in recs if isinstance(r, Document)] == ["beir:1", "beir:5"]
     where = [(p.where, p.message.split(":")[0]) for p in recs if isinstance(p, Problem)]
     assert where == [
         ("line 2", "invalid JSON"),
@@ -68,12 +68,44 @@ def test_jsonl_bad_lines_are_reported_with_line_numbers(tmp_path: Path) -> None:
 
 def test_beir_corpus() -> None:
     path = shared_path("pubmedqa", "beir_dev", "corpus.jsonl")
-    recs = list(beir.parse_file(path.parent))
+    recs = list(beir.parse_file(path.parent, pmid_ids=True))
     assert len(recs) == 1000 and all(isinstance(r, Document) for r in recs)
     d = recs[0]
     assert isinstance(d, Document) and d.doc_id == "pmid:21645374" and d.year == 2011
     assert d.extra["corpus_id"] == "21645374" and "Apoptosis" in d.mesh_terms
+    assert d.url == "https://pubmed.ncbi.nlm.nih.gov/21645374/"
     assert detect_kind(path) == "beir" and detect_kind(path.parent) == "beir"
+
+
+def test_numeric_beir_ids_link_to_pubmed_only_when_the_source_is_pubmed(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        '{"_id": "4983", "title": "A SciFact-style claim", "text": "Vitamin C and colds."}\n'
+        '{"_id": "77", "title": "States its PMID", "text": "Aspirin.", "metadata": {"pmid": '
+        '"21645374", "url": "javascript:alert(1)"}}\n'
+        '{"_id": "doc-x", "title": "Not numeric", "text": "Zinc.", "metadata": {"url": '
+        '"https://example.org/zinc"}}\n'
+    )
+    plain = {d.doc_id: d for d in records("beir", [corpus]) if isinstance(d, Document)}
+    assert plain["beir:4983"].pmid is None and plain["beir:4983"].url is None
+    assert plain["pmid:21645374"].url == "https://pubmed.ncbi.nlm.nih.gov/21645374/"
+    assert plain["beir:doc-x"].url == "https://example.org/zinc"
+    # declared PubMed-based: numeric ids link; a non-numeric one is that line's problem
+    declared = list(records("beir", [corpus], pmid_ids=True))
+    assert {d.doc_id for d in declared if isinstance(d, Document)} == {"pmid:4983", "pmid:21645374"}
+    (bad,) = [r for r in declared if isinstance(r, Problem)]
+    assert bad.where == "line 3" and "not a PMID" in bad.message
+    # the command line: plain by default, --pmid-ids when the operator says so
+    store = tmp_path / "s"
+    res = CliRunner().invoke(app, ["ingest", "beir", str(corpus), "--store", str(store), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["written"] == 3
+    res = CliRunner().invoke(app, ["search", "Vitamin C colds", "--store", str(store), "--json"])
+    hit = json.loads(res.stdout)["results"][0]
+    assert hit["doc_id"] == "beir:4983" and hit["pmid"] is None
 
 
 GUIDE_MD = """# Hypertension in adults

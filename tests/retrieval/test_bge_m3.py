@@ -45,7 +45,7 @@ def test_index_with_bge_m3_fuses_three_branches(tmp_path: Path, tiny_bge: Path) 
         embedding={"kind": "bge-m3", "model_path": tiny_bge, "max_tokens": 256}
     )
     idx = Index(settings, tmp_path / "store")
-    report = run_ingest(records("beir", [small]), idx, progress=False)
+    report = run_ingest(records("beir", [small], pmid_ids=True), idx, progress=False)
     assert report.written == 20
     info = idx.store.info()
     assert info is not None and info.learned_sparse and info.embedding_model == "tiny-bge-m3"

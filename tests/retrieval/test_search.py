@@ -23,7 +23,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = shared_path("pubmedqa", "beir_dev", "corpus.jsonl")
     small = tmp / "corpus.jsonl"
     small.write_text("\n".join(src.read_text().splitlines()[:80]) + "\n")
-    run_ingest(records("beir", [small]), idx, progress=False)
+    run_ingest(records("beir", [small], pmid_ids=True), idx, progress=False)
     run_ingest(
         records("guidelines", [shared_path("guidelines", "uspstf_recommendations.json")]),
         idx,

@@ -31,7 +31,7 @@ def searcher(tmp_path_factory: pytest.TempPathFactory):
     src = shared_path("pubmedqa", "beir_dev", "corpus.jsonl")
     small = tmp / "corpus.jsonl"
     small.write_text("\n".join(src.read_text().splitlines()[:60]) + "\n")
-    run_ingest(records("beir", [small]), idx, progress=False)
+    run_ingest(records("beir", [small], pmid_ids=True), idx, progress=False)
     idx.close()
     settings.store.path = tmp / "store"
     s = Searcher(settings)

@@ -105,7 +105,7 @@ def served_chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     corpus.write_text("\n".join(lines) + "\n")
     store = data / "store"
     with Index(load_settings(data_dir=data, store={"path": store}), store) as idx:
-        ingest_paths([corpus], idx, "beir")
+        ingest_paths([corpus], idx, "beir", pmid_ids=True)
         ingest_paths([retracted_copy(data / "retracted.xml")], idx, "pubmed")
     UserStore(data / "users.json").add("alice", PASSWORD)
     with serve_app(create_app()) as model_url:

@@ -59,7 +59,8 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("cli")
     corpus = _beir_slice(tmp, 60)
     store = tmp / "store"
-    res = runner.invoke(app, ["ingest", "beir", str(corpus), "--store", str(store), "--json"])
+    res = runner.invoke(app, ["ingest", "beir", str(corpus), "--pmid-ids", "--store", str(store),
+                              "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["documents"] == 60 and report["written"] == 60 and report["skipped"] == 0
@@ -170,6 +171,7 @@ def test_demo_offline_without_a_corpus_says_what_to_pass(tmp_path: Path) -> None
     env = {
         **os.environ,
         "EVIDEX_ENTREZ__BASE_URL": "http://nonexistent.invalid/eutils",
+        "EVIDEX_ENTREZ__BACKOFF_S": "0.05",  # the retries still happen, without the waits
         "EVIDEX_DATA_DIR": str(tmp_path),
     }
     res = subprocess.run(
@@ -187,7 +189,8 @@ def test_demo_offline_without_a_corpus_says_what_to_pass(tmp_path: Path) -> None
 
 
 def test_demo_with_a_corpus_ingests_and_answers(tmp_path: Path) -> None:
-    corpus = _beir_slice(tmp_path, 30)
+    (tmp_path / "pubmedqa").mkdir()  # under a PubMed-named folder: the demo links PMIDs
+    corpus = _beir_slice(tmp_path / "pubmedqa", 30)
     env = {**os.environ, "EVIDEX_DATA_DIR": str(tmp_path / "data")}
     res = subprocess.run(
         [*_evidex(), "demo", str(corpus), "--question", "lace plant cell death"],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,6 +41,21 @@ def _say(text: str) -> None:
     err.print(text, highlight=False, soft_wrap=True)
 
 
+def pubmed_based(corpus: Path) -> bool:
+    """Whether the demo takes a BEIR corpus's ids as PMIDs: a BEIR corpus whose path names
+    PubMed (``.../pubmedqa/beir_dev/corpus.jsonl``).
+
+    >>> pubmed_based(Path("data/pubmedqa/beir_dev/corpus.jsonl"))
+    True
+    >>> pubmed_based(Path("data/scifact/corpus.jsonl"))
+    False
+    """
+    from ingest.sources.files import detect_kind
+
+    named = any("pubmed" in part.lower() for part in Path(corpus).parts)
+    return named and (not Path(corpus).exists() or detect_kind(Path(corpus)) == "beir")
+
+
 def _ingest_for_demo(settings: Any, corpus: Path | None, topic: str | None, store: Any) -> Any:
     """The demo's corpus (or a topic pulled live from PubMed) into the index."""
     from ingest.pipeline import ingest_paths, run_ingest
@@ -49,10 +65,18 @@ def _ingest_for_demo(settings: Any, corpus: Path | None, topic: str | None, stor
     try:
         if corpus is not None:
             err.print(f"ingesting {corpus} into {index.where}")
-            return ingest_paths([corpus], index, desc="ingest")
+            pmid_ids = pubmed_based(corpus)
+            if pmid_ids:
+                err.print(
+                    "  (a BEIR corpus under a PubMed-named folder: its _id values are taken as "
+                    "PMIDs; evidex ingest beir --pmid-ids does the same)"
+                )
+            return ingest_paths([corpus], index, desc="ingest", pmid_ids=pmid_ids)
         q = topic or settings.entrez.default_topic
         err.print(f"pulling PubMed abstracts for {q!r} (up to {settings.entrez.max_records})")
-        return run_ingest(fetch_records(q, settings.entrez, settings.data_dir), index)
+        pulled = iter(fetch_records(q, settings.entrez, settings.data_dir))
+        first = next(pulled, None)  # reach PubMed (or fail) before the model loads
+        return run_ingest(itertools.chain([first] if first is not None else [], pulled), index)
     finally:
         index.close()
 

@@ -62,8 +62,35 @@ def _file_command(kind: str, help_text: str) -> None:
 
 
 for _kind, _help in FILE_KINDS.items():
-    if _kind != "guidelines":
+    if _kind not in ("guidelines", "beir"):
         _file_command(_kind, _help)
+
+
+@command(ingest_app, "beir")
+def ingest_beir(
+    paths: PathsArg,
+    pmid_ids: Annotated[
+        bool,
+        typer.Option(
+            "--pmid-ids",
+            help="The corpus is PubMed-based (PubMedQA, BioASQ, ...): its _id values are PMIDs "
+            "and link to PubMed. Without it only records with metadata.pmid link to PubMed.",
+        ),
+    ] = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    batch_docs: BatchOpt = None,
+) -> None:
+    """A BEIR corpus.jsonl (or a BEIR dataset folder holding one)."""
+    from ingest.pipeline import ingest_paths
+
+    index = open_index(load(config, store), store, create=True)
+    try:
+        report = ingest_paths(paths, index, "beir", batch_docs=batch_docs, pmid_ids=pmid_ids)
+    finally:
+        index.close()
+    _finish(report, as_json, index.where)
 
 
 @command(ingest_app, "guidelines")
