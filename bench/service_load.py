@@ -3,7 +3,7 @@
 The real service runs in its own process (``python -m ui.cli serve-search``) over an index of
 the first --docs PubMedQA abstracts (real MiniLM vectors, real BM25). Clients are asyncio
 tasks on one httpx connection pool; each sends its share of a bounded number of requests
-(``max(--min-requests, 3 x clients)``, 120 s timeout each). For 1, 10, 50 and 200 concurrent
+(``max(--min-requests, 2 x clients)``, 120 s timeout each). For 1, 10, 50 and 200 concurrent
 clients it reports p50/p95 latency, throughput and errors (by status) for
 
 * ``POST /search``: one PubMedQA question, k=5;
@@ -174,7 +174,7 @@ def main() -> None:
     try:
         for path, bodies in (("/search", search_bodies), ("/retrieve", retrieve_bodies)):
             for n in args.clients:
-                total = max(args.min_requests, 3 * n)
+                total = max(args.min_requests, 2 * n)
                 if n == max(args.clients) and path == "/search":
                     res, health = asyncio.run(health_during(url, path, bodies, n, total))
                 else:
@@ -193,7 +193,7 @@ def main() -> None:
         "embedded Qdrant Edge); the service in its own process (`evidex serve-search`, one "
         "search worker, `service.max_pending` 256).",
         "- Clients: asyncio tasks over httpx; requests per row: max("
-        f"{args.min_requests}, 3 x clients); `/search` = 1 question, k=5; `/retrieve` = 8 "
+        f"{args.min_requests}, 2 x clients); `/search` = 1 question, k=5; `/retrieve` = 8 "
         "questions, topk 3.",
         "",
         f"Baseline, Python API in-process, one at a time: `search` p50 "

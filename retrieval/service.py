@@ -29,7 +29,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
@@ -141,11 +141,23 @@ def authorized(headers: Mapping[str, str], hashes: frozenset[str]) -> bool:
     >>> authorized({"authorization": "Bearer x"}, frozenset({key_hash("k")}))
     False
     """
+    return matching_key(headers, hashes) is not None
+
+
+def matching_key(headers: Mapping[str, str], hashes: frozenset[str]) -> str | None:
+    """The hash in ``hashes`` of the bearer key the headers carry, or None (every hash is
+    compared, in constant time each)."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return False
+        return None
     seen = key_hash(token.strip())
-    return sum(hmac.compare_digest(seen, h) for h in hashes) > 0  # every hash compared
+    found = [h for h in sorted(hashes) if hmac.compare_digest(seen, h)]
+    return found[0] if found else None
+
+
+def client_id(scope: Mapping[str, Any]) -> str:
+    """Who called, for audit logs: ``key:<8 hex of its hash>``, or ``local`` without keys."""
+    return str(scope.get("state", {}).get("client", "local"))
 
 
 class _Guard:
@@ -209,6 +221,9 @@ class _Guard:
             message: dict[str, Any] = await receive()
             return message
 
+        key = matching_key(headers, self.hashes) if self.hashes else None
+        scope["state"] = {**scope.get("state", {}),
+                          "client": f"key:{key[7:15]}" if key else "local"}  # fmt: skip
         await self.app(scope, replay, send)
 
     def _too_large(self) -> JSONResponse:
@@ -219,35 +234,43 @@ class _Guard:
         )
 
 
-class _Worker:
+class Worker:
     """One search thread off the event loop with a bounded number of requests in flight."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
-        self.max_pending, self.timeout_s = settings.max_pending, settings.timeout_s
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidex-search")
+    def __init__(self, max_pending: int, timeout_s: float, name: str = "search") -> None:
+        self.max_pending, self.timeout_s, self.name = max_pending, timeout_s, name
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"evidex-{name}")
         self.in_flight = 0
         self._count = threading.Lock()
 
     def _busy(self, why: str) -> HTTPException:
         return HTTPException(503, detail=why, headers={"Retry-After": "2"})
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Queue ``fn(*args)`` on the worker; a 503 when ``max_pending`` are waiting or running."""
         if self.in_flight >= self.max_pending:
             raise self._busy(
-                f"the search service is busy ({self.in_flight} requests waiting or running; "
-                "service.max_pending): retry shortly"
+                f"the {self.name} worker is busy ({self.in_flight} requests waiting or running; "
+                f"service.max_pending{'_answers' if self.name == 'answer' else ''}): retry "
+                "shortly"
             )
         with self._count:
             self.in_flight += 1
         future = self.pool.submit(fn, *args)
         future.add_done_callback(self._release)  # when the work ends, not when we stop waiting
+        return future
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the worker, awaited up to ``timeout_s`` (503 past it); an
+        :class:`EvidexError` is a 400 with its message."""
+        future = self.submit(fn, *args)
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
                                           self.timeout_s)  # fmt: skip
         except TimeoutError:
             raise self._busy(
-                f"the search took longer than {self.timeout_s:g} s (service.timeout_s): retry "
-                "with fewer queries or later"
+                f"the {self.name} took longer than {self.timeout_s:g} s (service."
+                f"{'answer_' if self.name == 'answer' else ''}timeout_s): retry later"
             ) from None
         except EvidexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
@@ -278,7 +301,7 @@ def create_app(
     ``host`` is the address it listens on: on loopback the ``Host`` header is checked."""
     service = service or ServiceSettings()
     app = FastAPI(title="evidex search", version="1")
-    worker = _Worker(service)
+    worker = Worker(service.max_pending, service.timeout_s)
     stats = searcher.stats()  # the store cannot change while the service holds it
     health_full = {
         "status": "ok",

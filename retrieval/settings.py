@@ -498,6 +498,27 @@ class ServiceSettings(_Stage):
         description="Seconds a request may wait for and use the search worker; past it 503.",
     )
 
+    max_pending_answers: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Answers (POST /ask, CDS Hooks) waiting or running at once in the answer "
+        "worker of evidex serve; past it 503 with Retry-After.",
+    )
+    answer_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds one answer may wait for and use the answer worker."
+    )
+    cds_questions: tuple[str, ...] = Field(
+        ("What is the evidence-based management of {condition}?",),
+        min_length=1,
+        max_length=10,
+        description="CDS Hooks patient-view: the questions asked for the patient's active "
+        "conditions ('{condition}' is replaced by each).",
+    )
+    cds_max_cards: int = Field(
+        3, ge=1, le=20, description="Most cards one CDS Hooks call returns (one answer each)."
+    )
+
     @field_validator("api_keys")
     @classmethod
     def _hashes_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,7 +5,7 @@
 - :mod:`ui.cli.render`: how typed results print (tables, panels, JSON);
 - :mod:`ui.cli.ingest_cmd`: ``ingest pubmed|pmc|guidelines|beir|entrez``, ``index stats``;
 - :mod:`ui.cli.query_cmd`: ``search``, ``ask``, ``config show``;
-- :mod:`ui.cli.service_cmd`: ``serve-search``, ``keys new``;
+- :mod:`ui.cli.service_cmd`: ``serve``, ``serve-search``, ``keys new``;
 - :mod:`ui.cli.clinic_cmd`: ``demo`` (the main job), ``chat``, ``users``, ``feedback``;
 - :mod:`ui.cli.eval_cmd`: ``eval retrieval``, ``eval qa``;
 - :mod:`ui.cli.train_cmd`: ``train export|curate|sft|grpo|plot|merge``;

@@ -1,4 +1,5 @@
-"""``evidex serve-search`` and ``evidex keys new`` (the search service's API keys)."""
+"""``evidex serve`` (answers, CDS Hooks and search), ``evidex serve-search`` (search only) and
+``evidex keys new`` (the service's API keys)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,32 @@ from typing import Annotated
 import typer
 
 from ui.cli.app import ConfigOpt, StoreOpt, app, command, err, keys_app, load, out
+
+
+@command(app, "serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8765,
+    search_only: Annotated[
+        bool, typer.Option("--search-only", help="Only /search, /retrieve, /health.")
+    ] = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve POST /ask (JSON or server-sent events), CDS Hooks (GET /cds-services, POST
+    /cds-services/{id}), POST /search, POST /retrieve and GET /health over HTTP.
+
+    On an address other than loopback it needs API keys (service.api_keys; evidex keys new)."""
+    settings = load(config, store)
+    say = lambda where: err.print(where)  # noqa: E731
+    if search_only:
+        from retrieval.service import serve as serve_search_only
+
+        serve_search_only(settings, host, port, on_ready=say)
+        return
+    from answer.service import serve as serve_all
+
+    serve_all(settings, host, port, on_ready=say, store=store)
 
 
 @command(app, "serve-search")
