@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.chinese import segment
 from retrieval.errors import ServiceError
 from retrieval.settings import EmbeddingSettings
 
@@ -270,6 +271,8 @@ class Bm25Encoder:
     """BM25 term-frequency vectors (documents) and term sets (queries).
 
     Uses Qdrant's BM25 tokenizer, stemmer and token hashing; IDF is applied by the store.
+    Chinese runs are split into words first (:func:`retrieval.chinese.segment`); English text
+    is unchanged.
     """
 
     def __init__(self, language: str = "english") -> None:
@@ -281,12 +284,12 @@ class Bm25Encoder:
     def embed_documents(self, texts: Sequence[str]) -> list[SparseVec]:
         out = []
         for t in texts:
-            v = self._bm25.embed_document(t)
+            v = self._bm25.embed_document(segment(t))
             out.append(SparseVec(list(v.indices), list(v.values)))
         return out
 
     def embed_query(self, text: str) -> SparseVec:
-        v = self._bm25.embed_query(text)
+        v = self._bm25.embed_query(segment(text))
         return SparseVec(list(v.indices), list(v.values))
 
 

@@ -209,7 +209,7 @@ def test_disconnect_frees_the_worker_search_keeps_answering_and_full_is_503(
     answer_index: AnswerIndex, served: tuple[str, Path, Assistant], tmp_path: Path
 ) -> None:
     settings = _settings(answer_index, tmp_path, max_pending_answers=1)
-    chat = SlowChat(0.15)
+    chat = SlowChat(0.5)  # a whole answer takes 15 s or more: the test ends long before
     assistant = _sharing(served, settings, chat)
     with serve_app(create_answer_app(assistant, settings)) as url:
         body = {"question": answer_index.question}
