@@ -271,6 +271,9 @@ class Assistant:
         # 2. gather the evidence, with follow-up rounds for subtasks missing it
         t0 = time.perf_counter()
         a = self.settings.answer
+        queries = [q for sub in run.plan.subtasks for q in sub.queries] or [run.question]
+        notes = {n for q in queries if (n := self.searcher.index.language_note(q))}
+        run.warnings.extend(sorted(notes))
         try:
             by_sub = gather.retrieve(self.searcher, list(run.plan.ordered()), run.filters,
                                      a.k_per_query)  # fmt: skip

