@@ -144,6 +144,7 @@ class Index:
         )
         """Where the index lives (its folder, ``:memory:`` or the Qdrant server's URL)."""
         self._embedder = embedder
+        self._noted = False  # the Chinese-query note is logged once per index
         self.bm25 = Bm25Encoder()
 
     @property
@@ -288,10 +289,12 @@ class Index:
         query = ranking_steps.check_query(query, s.max_query_chars)
         info = self._checked_info()
         k = k or s.k
+        note = self.language_note(query) if mode is None else None  # an explicit mode is kept
         mode = mode or s.mode
-        note = self.language_note(query)
         if note and mode != "sparse":
-            log.warning("%s", note)
+            if not self._noted:
+                log.warning("%s", note)
+                self._noted = True
             mode = "sparse"  # English-only vectors would return unrelated hits
         per_doc_cap = max_per_doc or s.max_per_doc
         clauses = [*conditions, *(filters.clauses() if filters else [])]
