@@ -16,6 +16,7 @@ bug) is never shown.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from answer.injection import addressed_to_model
 from answer.types import DIGEST_LABEL, Citation, Digest
 from answer.verify import split_sentences
 from planner.types import Subtask
+from retrieval.chinese import overlap, terms
 from retrieval.embedders import Embedder
 from retrieval.ranking import evidence_score
 from retrieval.settings import DigestSettings
@@ -321,10 +323,14 @@ def choose(
     *,
     subtask: str = "",
     taken: list[np.ndarray] | None = None,
+    lexical: bool = False,
 ) -> list[Quote]:
     """The quotes for one question from its ``(marker, passage, shown text)`` sources, in the
     order given (best first); ``taken`` holds the vectors of sentences already quoted (for
-    near-duplicates across subtasks) and is extended."""
+    near-duplicates across subtasks) and is extended. ``lexical``: the embedding model cannot
+    read the question's language (Chinese with an English-only model), so a sentence's
+    similarity is the share of the question's words it contains, and near-duplicates are
+    sentences with the same words."""
     taken = taken if taken is not None else []
     cands: list[Sentence] = []
     for marker, p, text in sources:
@@ -343,7 +349,10 @@ def choose(
     vecs = np.asarray(embedder.embed_documents([s.text for s in cands]))
     by_marker: dict[int, list[tuple[Sentence, np.ndarray]]] = {}
     for s, v in zip(cands, vecs, strict=True):
-        by_marker.setdefault(s.marker, []).append((replace(s, similarity=float(v @ q)), v))
+        sim = overlap(question, s.text) if lexical else float(v @ q)
+        if lexical:  # a one-hot of the sentence's words: equal words, dot product 1
+            v = _word_vector(s.text)
+        by_marker.setdefault(s.marker, []).append((replace(s, similarity=sim), v))
     out: list[Quote] = []
     for marker, _p, _text in sources:
         items = by_marker.get(marker, [])
@@ -380,6 +389,15 @@ def choose(
     return out
 
 
+def _word_vector(text: str, dim: int = 4096) -> np.ndarray:
+    """A unit vector of the hashed words of ``text`` (near-duplicates by words)."""
+    v = np.zeros(dim)
+    for w in terms(text):
+        v[int(hashlib.md5(w.encode()).hexdigest()[:8], 16) % dim] = 1.0
+    n = np.linalg.norm(v)
+    return v / n if n else v
+
+
 def build(
     subtasks: Sequence[Subtask],
     sources: Sequence[tuple[int, ScoredPassage, str, set[str], float]],
@@ -387,6 +405,7 @@ def build(
     settings: DigestSettings,
     *,
     label: str = DIGEST_LABEL,
+    lexical: bool = False,
 ) -> Digest | None:
     """The digest over ``(marker, passage, shown text, subtask ids, relevance)`` sources; one
     group per subtask (a heading when there are several), each source quoted under the first
@@ -409,7 +428,8 @@ def build(
     lines = [label]
     citations: list[Citation] = []
     for sub, srcs in groups:
-        quotes = choose(sub.question, srcs, embedder, settings, subtask=sub.id, taken=taken)
+        quotes = choose(sub.question, srcs, embedder, settings, subtask=sub.id, taken=taken,
+                        lexical=lexical)  # fmt: skip
         if not quotes:
             continue
         if len(groups) > 1:

@@ -77,8 +77,15 @@ def fuse(lists: Sequence[Sequence[ScoredPassage]], subtask: str) -> list[Candida
 
 def score_relevance(searcher: Searcher, question: str, cands: list[Candidate]) -> None:
     """Each candidate's relevance: the best cosine similarity of the question to its chunks
-    (stored vectors; passages are embedded when the store cannot return them)."""
+    (stored vectors; passages are embedded when the store cannot return them), or, for a
+    Chinese question the embedding model cannot read, the share of its words in the passage."""
     if not cands:
+        return
+    if searcher.index.language_note(question):  # Chinese with an English-only model
+        from retrieval.chinese import overlap
+
+        for c in cands:
+            c.relevance = round(overlap(question, c.passage.text), 4)
         return
     emb = searcher.index.embedder
     ids = [i for c in cands for i in (c.passage.chunk_id, *c.passage.merged_chunk_ids)]

@@ -414,8 +414,9 @@ class Assistant:
             for n, (c, shown) in enumerate(zip(run.candidates, sources.shown, strict=True), 1)
         ]
         kw = {} if label is None else {"label": label}
+        lexical = bool(self.searcher.index.language_note(run.question))
         out = digest.build(run.plan.subtasks, items, self.searcher.index.embedder,
-                           self.settings.answer.digest, **kw)  # fmt: skip
+                           self.settings.answer.digest, lexical=lexical, **kw)  # fmt: skip
         run.timings["digest"] = _ms(t0)
         return out
 

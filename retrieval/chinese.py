@@ -67,3 +67,38 @@ def segment(text: str) -> str:
         return text
     cut = _cutter()
     return _CJK.sub(lambda m: " " + " ".join(w for w in cut(m.group(0)) if w.strip()) + " ", text)
+
+
+_TOKEN = re.compile(r"\w", re.UNICODE)
+_STOP = frozenset(
+    "的 了 和 与 及 是 在 有 为 或 中 对 其 之 以 于 下 上 哪 哪一 哪项 什么 何 吗 呢 不 一 应 可 "
+    "最 该".split()
+)
+
+
+def terms(text: str) -> set[str]:
+    """The words of ``text`` for a lexical match: segmented Chinese words (one-character
+    function words dropped) and lower-cased other words.
+
+    >>> sorted(terms("长期服用氯丙嗪的不良反应"))[:3]
+    ['不良', '不良反应', '反应']
+    """
+    out = set()
+    for w in segment(text).lower().split():
+        w = w.strip("，。！？；：、（）()[]【】“”\"',.;:!?-")
+        if w and _TOKEN.search(w) and w not in _STOP and not (len(w) == 1 and has_cjk(w)):
+            out.add(w)
+    return out
+
+
+def overlap(query: str, text: str) -> float:
+    """The share of the query's words that ``text`` contains (0-1): a relevance that reads
+    Chinese when the embedding model cannot.
+
+    >>> overlap("氯丙嗪的不良反应", "长期服用氯丙嗪后出现的不良反应")
+    1.0
+    >>> overlap("氯丙嗪的不良反应", "阿司匹林预防卒中")
+    0.0
+    """
+    q = terms(query)
+    return len(q & terms(text)) / len(q) if q else 0.0
