@@ -345,7 +345,7 @@ def add_routes(app: FastAPI, answerer: Any) -> None:
             cards = []
             for topic, q in asked:
                 try:
-                    ans = answerer._ask(q, patient, None, None)
+                    ans = answerer.answer_now(q, patient, None, None)
                 except InputError as exc:
                     raise _bad(str(exc)) from None
                 answerer.audit(who, q, ans, event="cds")

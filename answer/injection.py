@@ -72,6 +72,7 @@ _PATTERNS = [
     r"\s+\w+\s+(?:without|(?:that|who)\s+(?:ignores|has\s+no|never|does\s+not\s+follow))|act\s+as\s+if\s+(?:you|the\s+(?:rules|instructions)))\b",
     rf"\bact\s+as\s+(?:an?\s+|the\s+)?(?:unrestricted\s+|unfiltered\s+)?{_MODEL}",
     r"\b(?:no|without)\s+(?:clinician|doctor|physician|medical)\s+review\b",
+    r"\bas\s+an?\s+(?:AI|language\s+model)\b",
     r"\bdecode\b.{0,40}\b(?:follow|obey|execute|run)\b",
     # role and chat-template markers, markup the model may read as structure
     r"^\W*(?:system|assistant|user|human|instruction|inst)\s*[:>]",

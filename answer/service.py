@@ -35,7 +35,7 @@ from answer.pipeline import Assistant
 from answer.types import Answer
 from retrieval.errors import EvidexError
 from retrieval.filters import SearchFilters
-from retrieval.service import Worker, client_id, create_app, is_loopback
+from retrieval.service import Worker, client_id, create_app
 from retrieval.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,17 +97,25 @@ class Answerer:
     def __init__(self, assistant: Assistant, settings: Settings) -> None:
         self.assistant, self.settings = assistant, settings
         service = settings.service
-        self.worker = Worker(service.max_pending_answers, service.answer_timeout_s, "answer")
+        self.worker = Worker(
+            service.max_pending_answers,
+            service.answer_timeout_s,
+            "answer",
+            ("service.max_pending_answers", "service.answer_timeout_s"),
+        )
         self._default_k = assistant.settings.answer.max_sources
 
-    def _ask(self, question: str, patient: Patient | None, filters: Any, k: int | None) -> Answer:
+    def answer_now(
+        self, question: str, patient: Patient | None, filters: Any, k: int | None
+    ) -> Answer:
+        """One answer in this thread (call it on the answer worker)."""
         self.assistant.settings.answer.max_sources = k or self._default_k
         return self.assistant.ask(question, patient=patient, filters=filters)
 
     async def ask(
         self, question: str, patient: Patient | None, filters: Any, k: int | None, who: str
     ) -> Answer:
-        answer: Answer = await self.worker.run(self._ask, question, patient, filters, k)
+        answer: Answer = await self.worker.run(self.answer_now, question, patient, filters, k)
         self.audit(who, question, answer)
         return answer
 
@@ -230,4 +238,4 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-__all__ = ["Answerer", "AskRequest", "create_answer_app", "is_loopback", "serve", "sse"]
+__all__ = ["Answerer", "AskRequest", "create_answer_app", "serve", "sse"]

@@ -10,6 +10,7 @@ function runs on documents and queries, on both stores.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -76,19 +77,20 @@ _STOP = frozenset(
 )
 
 
-def terms(text: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def terms(text: str) -> frozenset[str]:
     """The words of ``text`` for a lexical match: segmented Chinese words (one-character
     function words dropped) and lower-cased other words.
 
     >>> sorted(terms("长期服用氯丙嗪的不良反应"))[:3]
     ['不良', '不良反应', '反应']
     """
-    out = set()
+    out: set[str] = set()
     for w in segment(text).lower().split():
         w = w.strip("，。！？；：、（）()[]【】“”\"',.;:!?-")
         if w and _TOKEN.search(w) and w not in _STOP and not (len(w) == 1 and has_cjk(w)):
             out.add(w)
-    return out
+    return frozenset(out)
 
 
 def overlap(query: str, text: str) -> float:

@@ -11,7 +11,6 @@ gives the same points.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval import ranking as ranking_steps
+from retrieval.chinese import has_cjk
 from retrieval.embedders import (
     Bm25Encoder,
     Embedder,
@@ -53,7 +53,6 @@ from retrieval.types import (
 
 log = logging.getLogger(__name__)
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 CHUNK_NAMESPACE = uuid.UUID("6f1c8a52-3a5e-4c1e-9a53-2f7d0e9b7c11")
 
 
@@ -258,7 +257,7 @@ class Index:
 
         A Chinese query with an English-only model is searched by BM25 alone (Chinese
         segmented): it finds Chinese sources, and nothing unrelated in English ones."""
-        if self.multilingual or not _CJK.search(query):
+        if self.multilingual or not has_cjk(query):
             return None
         return (
             "a Chinese query with the English-only embedding model: searched by BM25 alone "

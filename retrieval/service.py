@@ -185,8 +185,9 @@ class _Guard:
                     "loopback; call it as localhost or 127.0.0.1 (or add the name to "
                     "service.allowed_hosts)",
                 )
+        key = matching_key(headers, self.hashes) if self.hashes else None
         open_path = scope["path"] == "/health"
-        if reply is None and self.hashes and not open_path and not authorized(headers, self.hashes):
+        if reply is None and self.hashes and not open_path and key is None:
             reply = _error(
                 401,
                 "missing or wrong API key: send 'Authorization: Bearer KEY' (keys come "
@@ -221,7 +222,6 @@ class _Guard:
             message: dict[str, Any] = await receive()
             return message
 
-        key = matching_key(headers, self.hashes) if self.hashes else None
         scope["state"] = {**scope.get("state", {}),
                           "client": f"key:{key[7:15]}" if key else "local"}  # fmt: skip
         await self.app(scope, replay, send)
@@ -237,8 +237,16 @@ class _Guard:
 class Worker:
     """One search thread off the event loop with a bounded number of requests in flight."""
 
-    def __init__(self, max_pending: int, timeout_s: float, name: str = "search") -> None:
+    def __init__(
+        self,
+        max_pending: int,
+        timeout_s: float,
+        name: str = "search",
+        settings: tuple[str, str] = ("service.max_pending", "service.timeout_s"),
+    ) -> None:
+        """``settings``: the names of the two limits, quoted in the 503s."""
         self.max_pending, self.timeout_s, self.name = max_pending, timeout_s, name
+        self.pending_key, self.timeout_key = settings
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"evidex-{name}")
         self.in_flight = 0
         self._count = threading.Lock()
@@ -251,8 +259,7 @@ class Worker:
         if self.in_flight >= self.max_pending:
             raise self._busy(
                 f"the {self.name} worker is busy ({self.in_flight} requests waiting or running; "
-                f"service.max_pending{'_answers' if self.name == 'answer' else ''}): retry "
-                "shortly"
+                f"{self.pending_key}): retry shortly"
             )
         with self._count:
             self.in_flight += 1
@@ -269,8 +276,8 @@ class Worker:
                                           self.timeout_s)  # fmt: skip
         except TimeoutError:
             raise self._busy(
-                f"the {self.name} took longer than {self.timeout_s:g} s (service."
-                f"{'answer_' if self.name == 'answer' else ''}timeout_s): retry later"
+                f"the {self.name} took longer than {self.timeout_s:g} s ({self.timeout_key}): "
+                "retry later"
             ) from None
         except EvidexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None

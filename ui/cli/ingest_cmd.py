@@ -38,6 +38,20 @@ def _finish(report: Any, as_json: bool, where: str) -> None:
         raise typer.Exit(EXIT_SKIPPED)
 
 
+def _ingest(paths: Any, kind: str, store: Any, config: Any, as_json: bool, batch_docs: Any,
+            **options: Any) -> None:  # fmt: skip
+    """Open the index, ingest ``paths`` of ``kind`` (``options`` go to ``ingest_paths``),
+    print the report; exit 3 when something was skipped."""
+    from ingest.pipeline import ingest_paths
+
+    index = open_index(load(config, store), store, create=True)
+    try:
+        report = ingest_paths(paths, index, kind, batch_docs=batch_docs, **options)
+    finally:
+        index.close()
+    _finish(report, as_json, index.where)
+
+
 def _file_command(kind: str, help_text: str) -> None:
     """Register ``evidex ingest <kind> PATHS...`` (the file-based sources share one shape)."""
 
@@ -48,14 +62,7 @@ def _file_command(kind: str, help_text: str) -> None:
         as_json: JsonOpt = False,
         batch_docs: BatchOpt = None,
     ) -> None:
-        from ingest.pipeline import ingest_paths
-
-        index = open_index(load(config, store), store, create=True)
-        try:
-            report = ingest_paths(paths, index, kind, batch_docs=batch_docs)
-        finally:
-            index.close()
-        _finish(report, as_json, index.where)
+        _ingest(paths, kind, store, config, as_json, batch_docs)
 
     ingest_files.__doc__ = help_text
     command(ingest_app, kind)(ingest_files)
@@ -83,14 +90,7 @@ def ingest_beir(
     batch_docs: BatchOpt = None,
 ) -> None:
     """A BEIR corpus.jsonl (or a BEIR dataset folder holding one)."""
-    from ingest.pipeline import ingest_paths
-
-    index = open_index(load(config, store), store, create=True)
-    try:
-        report = ingest_paths(paths, index, "beir", batch_docs=batch_docs, pmid_ids=pmid_ids)
-    finally:
-        index.close()
-    _finish(report, as_json, index.where)
+    _ingest(paths, "beir", store, config, as_json, batch_docs, pmid_ids=pmid_ids)
 
 
 @command(ingest_app, "guidelines")
@@ -112,20 +112,13 @@ def ingest_guidelines(
 ) -> None:
     """Guidelines: USPSTF JSON, MedQuAD (.jsonl[.gz], .xml), HTML, Markdown, PDF."""
     from ingest.evidence import parse_level
-    from ingest.pipeline import ingest_paths
     from retrieval.errors import InputError, UsageError
 
     try:
         level = parse_level(evidence_level) if evidence_level is not None else None
     except InputError as exc:
         raise UsageError(f"--evidence-level: {exc}") from None
-    index = open_index(load(config, store), store, create=True)
-    try:
-        report = ingest_paths(paths, index, "guidelines", batch_docs=batch_docs,
-                              evidence_level=level)  # fmt: skip
-    finally:
-        index.close()
-    _finish(report, as_json, index.where)
+    _ingest(paths, "guidelines", store, config, as_json, batch_docs, evidence_level=level)
 
 
 @command(ingest_app, "entrez")

@@ -16,6 +16,7 @@ from ui.cli.app import (
     app,
     command,
     config_app,
+    err,
     load,
     open_index,
     out,
@@ -103,8 +104,6 @@ def search(
     try:
         note = index.language_note(question)
         if note and not as_json:
-            from ui.cli.app import err
-
             err.print(f"note: {note}", highlight=False, markup=False)
         found = index.search(question, k=k, mode=mode, filters=filters)
     finally:
