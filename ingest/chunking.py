@@ -10,6 +10,7 @@ the model's token limit, so nothing is silently truncated by the encoder.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,12 +19,37 @@ from typing import Any
 from retrieval.embedders import Embedder
 from retrieval.errors import InputError
 from retrieval.index import chunk_uuid
+from retrieval.language import detect
 from retrieval.settings import ChunkingSettings
 from retrieval.types import Chunk, Document
 
 log = logging.getLogger(__name__)
 
 MIN_BODY_TOKENS = 32
+
+_ZH_SENTENCE = re.compile(r".+?(?:[。！？；!?]+[”’」』）)]*|\.(?=\s)|$)\s*", re.DOTALL)
+ZH_CLAUSES = "[^，、：,:]+[，、：,:]?|[，、：,:]"
+"""Where a Chinese sentence too long for a chunk is cut first (a secondary regex)."""
+
+
+def zh_sentences(text: str) -> list[str]:
+    """Chinese sentences, each with its closing mark (and quote); English ``. `` counts too.
+
+    >>> zh_sentences("高血压是常见病。应当规律服药；定期复查！Aspirin helps. 完")
+    ['高血压是常见病。', '应当规律服药；', '定期复查！', 'Aspirin helps. ', '完']
+    """
+    return [m.group(0) for m in _ZH_SENTENCE.finditer(text) if m.group(0).strip()]
+
+
+def zh_words(text: str) -> list[str]:
+    """``text`` cut between words (jieba's precise mode), so the pieces join back to it.
+
+    >>> "".join(zh_words("长期服用氯丙嗪后出现的不良反应")) == "长期服用氯丙嗪后出现的不良反应"
+    True
+    """
+    from retrieval.chinese import words
+
+    return words(text)
 
 
 @dataclass(frozen=True)
@@ -55,12 +81,33 @@ class Chunker:
         return len(self.embedder.tokenize(text))
 
     @lru_cache(maxsize=64)  # noqa: B019 - one chunker per job; budgets repeat
-    def _splitter(self, chunk_size: int) -> Any:
+    def _splitter(self, chunk_size: int, chinese: bool = False) -> Any:
         from llama_index.core.node_parser import SentenceSplitter
+        from llama_index.core.node_parser.text.utils import (
+            split_by_char,
+            split_by_regex,
+            split_by_sep,
+        )
 
         tok: Callable[[str], list[int]] = self.embedder.tokenize
         overlap = min(self.settings.overlap_tokens, chunk_size // 4)
-        return SentenceSplitter(chunk_size=chunk_size, chunk_overlap=overlap, tokenizer=tok)
+        if not chinese:
+            return SentenceSplitter(chunk_size=chunk_size, chunk_overlap=overlap, tokenizer=tok)
+        splitter = SentenceSplitter(
+            chunk_size=chunk_size,
+            chunk_overlap=overlap,
+            tokenizer=tok,
+            chunking_tokenizer_fn=zh_sentences,
+            secondary_chunking_regex=ZH_CLAUSES,
+        )
+        # between words before between characters: a term is never cut in two
+        splitter._sub_sentence_split_fns = [
+            split_by_regex(ZH_CLAUSES),
+            split_by_sep(" "),
+            zh_words,
+            split_by_char(),
+        ]
+        return splitter
 
     def _title_prefix(self, title: str) -> str:
         title = " ".join(title.split())
@@ -128,7 +175,7 @@ class Chunker:
                 continue
             label_cost = self._count(f"{label}: ") if label else 0
             size = max(MIN_BODY_TOKENS, budget - label_cost)
-            for part in self._splitter(size).split_text(text):
+            for part in self._splitter(size, detect(text) == "zh").split_text(text):
                 part = part.strip()
                 if part:
                     p = _Piece(label, part, sec.page, 0)
@@ -163,6 +210,6 @@ class Chunker:
         if smaller >= budget:
             raise ChunkingError("cannot fit text into the embedding model's token limit")
         out: list[tuple[list[_Piece], str, int]] = []
-        for part in self._splitter(smaller).split_text(body):
+        for part in self._splitter(smaller, detect(body) == "zh").split_text(body):
             out.extend(self._fit(group, part.strip(), prefix, smaller))
         return out

@@ -21,6 +21,7 @@ from typing import Any
 from ingest.chunking import Chunker, ChunkingError
 from ingest.records import Deletion, InputError, Problem, Record
 from retrieval.index import Index
+from retrieval.language import document_language
 from retrieval.types import Chunk, Document, EvidenceLevel
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ def _produce(
             if stop.is_set():
                 return
             if isinstance(rec, Document):
+                language = document_language(rec)  # stated (normalized) or detected
+                if language != rec.language:
+                    rec = rec.model_copy(update={"language": language})
                 rec, cut = cap_document(rec, max_chars)
                 if cut:
                     put(("note", f"{rec.doc_id}: text cut to {max_chars:,} characters "

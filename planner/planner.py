@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
 from planner.types import Plan, PlanFilters, Subtask
 from retrieval.errors import InputError
+from retrieval.language import detect as detect_language
 from retrieval.settings import PlannerSettings
 
 log = logging.getLogger(__name__)
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9\-+/.]*[A-Za-z0-9+]|[A-Za-z]")
 _STOP = frozenset(
     """a about above after again against all also am an and any are as at be because been
@@ -110,24 +110,6 @@ FOLLOW_UP_SCHEMA: dict[str, Any] = {
     },
     "required": ["queries"],
 }
-
-
-def detect_language(text: str) -> Literal["en", "zh", "other"]:
-    """'zh' when the text is mostly Chinese characters, 'en' for Latin script, else 'other'.
-
-    >>> detect_language("Does aspirin prevent stroke?"), detect_language("阿司匹林能预防中风吗？")
-    ('en', 'zh')
-    >>> detect_language("Помогает ли аспирин?")
-    'other'
-    """
-    cjk = len(_CJK.findall(text))
-    latin = sum(c.isascii() and c.isalpha() for c in text)
-    letters = sum(c.isalpha() for c in text)
-    if cjk and cjk >= 0.3 * max(letters, 1):
-        return "zh"
-    if letters and latin >= 0.6 * letters:
-        return "en"
-    return "other"
 
 
 def key_terms(question: str, limit: int = 12) -> list[str]:

@@ -56,6 +56,21 @@ def _cutter() -> Callable[[str], list[str]]:
         return _CUT
 
 
+def words(text: str) -> list[str]:
+    """``text`` cut between words (jieba's precise mode; else one piece per character):
+    the pieces join back to ``text``.
+
+    >>> words("氯丙嗪的不良反应")
+    ['氯丙嗪', '的', '不良反应']
+    """
+    _cutter()
+    try:
+        import jieba
+    except ImportError:  # pragma: no cover - jieba is a core dependency
+        return list(text)
+    return [w for w in jieba.lcut(text) if w]
+
+
 def segment(text: str) -> str:
     """``text`` with its Chinese runs split into space-separated words.
 

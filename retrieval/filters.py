@@ -42,7 +42,10 @@ class SearchFilters(BaseModel):
         (), max_length=MAX_VALUES, description="Only guidelines from these bodies (e.g. USPSTF)."
     )
     languages: tuple[Term, ...] = Field(
-        (), max_length=MAX_VALUES, description="Only these languages, e.g. 'eng'."
+        (),
+        max_length=MAX_VALUES,
+        description="Only these languages: MEDLINE codes ('eng', 'chi') or names and short "
+        "codes ('en', 'zh', 'Chinese'), stored as the codes.",
     )
     mesh_terms: tuple[Term, ...] = Field(
         (), max_length=MAX_VALUES, description="Only documents with one of these MeSH terms."
@@ -62,6 +65,13 @@ class SearchFilters(BaseModel):
         description="Only guidelines with one of these recommendation grades (USPSTF A, B, C, "
         "D, I; GRADE strong, conditional, weak); other evidence is dropped too.",
     )
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from retrieval.language import normalize_code
+
+        return tuple(dict.fromkeys(normalize_code(v) for v in value))
 
     @field_validator("grades")
     @classmethod

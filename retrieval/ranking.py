@@ -228,6 +228,7 @@ def passage(h: Hit, score: float, parts: dict[str, float]) -> ScoredPassage:
         lead=str(p.get("lead") or ""),
         pmcid=p.get("pmcid"),
         grade=_grade(p.get("extra")),
+        language=p.get("language") or None,
     )
 
 

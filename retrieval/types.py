@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -200,6 +201,9 @@ class ScoredPassage(_Frozen):
     grade: str | None = Field(
         None, description="Guideline recommendation grade (USPSTF A/B/C/D/I ...), if any."
     )
+    language: str | None = Field(
+        None, description="Its document's language ('eng', 'chi'; stated or detected)."
+    )
 
     def heading(self) -> tuple[str, bool]:
         """The title, or the document's first words when it has none, and whether it is the
@@ -218,6 +222,9 @@ class ScoredPassage(_Frozen):
 
 LEAD_WORDS = 12
 """How many of an untitled document's first words stand in for its title."""
+LEAD_CHARS_CJK = 30
+"""... and how many characters of Chinese text, which has no spaces between words."""
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def lead_of(doc: Document) -> str:
@@ -226,13 +233,16 @@ def lead_of(doc: Document) -> str:
     >>> d = Document(doc_id="x", source="beir", sections=(Section(text="One two three."),))
     >>> lead_of(d)
     'One two three.'
+    >>> len(lead_of(d.model_copy(update={"sections": (Section(text="高血压" * 40),)})))
+    30
     """
     if doc.title.strip():
         return ""
     for sec in doc.sections:
         words = sec.text.split()
         if words:
-            return " ".join(words[:LEAD_WORDS])
+            lead = " ".join(words[:LEAD_WORDS])
+            return lead[:LEAD_CHARS_CJK] if _CJK_CHAR.search(lead[:LEAD_CHARS_CJK]) else lead
     return ""
 
 

@@ -56,7 +56,7 @@ def parser_for(kind: Kind, path: Path, pmid_ids: bool = False) -> Parser | None:
     if name.endswith(".json"):
         return guidelines.parse_uspstf
     if name.endswith((".jsonl", ".jsonl.gz")):
-        return lambda p: guidelines.parse_jsonl(p, guidelines.medquad_to_document)
+        return lambda p: guidelines.parse_jsonl(p, guidelines.jsonl_to_document)
     if name.endswith(".xml"):
         return guidelines.parse_medquad_xml
     if name.endswith((".html", ".htm")):

@@ -125,6 +125,58 @@ def medquad_to_document(rec: dict[str, Any]) -> Document:
     )
 
 
+def jsonl_to_document(rec: dict[str, Any]) -> Document:
+    r"""One line of a guideline JSONL file: a MedQuAD pair (``question``/``answer``), or a
+    guideline or textbook record ``{id, title, text | sections[{title, text}]}`` with optional
+    ``language``, ``url`` (http(s) only), ``body``, ``year``, ``evidence_level``, ``grade``.
+
+    >>> d = jsonl_to_document({"id": "htn-1", "title": "高血压", "body": "中华医学会",
+    ...     "sections": [{"title": "治疗", "text": "血压目标为130/80 mmHg。"}]})
+    >>> (d.doc_id, d.title, d.sections[0].title, d.extra["body"], d.url)
+    ('guideline:jsonl:htn-1', '高血压', '治疗', '中华医学会', None)
+    """
+    if "answer" in rec or "question" in rec:
+        return medquad_to_document(rec)
+    from ingest.evidence import parse_grade, parse_level
+
+    rid = str(rec.get("id") or rec.get("_id") or "").strip()
+    if not rid:
+        raise InputError("record without 'id' (or a MedQuAD 'question' and 'answer')")
+    raw = rec.get("sections")
+    if raw is None:
+        raw = [{"title": "", "text": rec.get("text")}]
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise InputError(f"{rid[:60]}: 'sections' must be a list of {{title, text}} objects")
+    sections = []
+    for x in raw:
+        if x.get("text") is not None and not isinstance(x.get("text"), str):
+            raise InputError(f"{rid[:60]}: a section's 'text' must be a string")
+        text = " ".join(str(x.get("text") or "").split())
+        if text:
+            sections.append(Section(title=" ".join(str(x.get("title") or "").split()), text=text))
+    if not sections:
+        raise InputError(f"{rid[:60]} has no text")
+    level = parse_level(str(rec["evidence_level"])) if rec.get("evidence_level") else None
+    m = re.search(r"(1[89]|20)\d{2}", str(rec.get("year") or ""))
+    url = rec.get("url")
+    return Document(
+        doc_id=f"guideline:jsonl:{rid}",
+        source=Source.GUIDELINE,
+        title=" ".join(str(rec.get("title") or "").split()) or rid,
+        sections=tuple(sections),
+        language=str(rec["language"]) if rec.get("language") else None,
+        url=url if isinstance(url, str) and re.match(r"https?://\S+$", url) else None,
+        year=int(m.group(0)) if m else None,
+        evidence_level=level or EvidenceLevel.OTHER,
+        extra={
+            "body": str(rec.get("body") or "") or None,
+            "grade": parse_grade(str(rec["grade"])) if rec.get("grade") else None,
+            **({"evidence_level_from": "file"} if level else {}),
+        },
+        publication_types=("Practice Guideline",) if level is EvidenceLevel.GUIDELINE else (),
+    )
+
+
 def parse_jsonl(path: Path, convert: Any) -> Iterator[Record]:
     """JSON Lines (optionally gzipped); a bad line is reported with its number and skipped."""
     opener: Any = gzip.open if path.suffix == ".gz" else open
@@ -198,10 +250,11 @@ def _doc_id(kind: str, path: Path) -> str:
     return f"guideline:{kind}:{path.stem}-{digest}"
 
 
-META_KEYS = ("evidence_level", "grade", "body", "title", "year")
+META_KEYS = ("evidence_level", "grade", "body", "title", "year", "language")
 """What a guideline file may declare about itself: Markdown front matter (``key: value``
 lines between ``---``), HTML ``<meta name=... content=...>`` (``evidence-level``,
-``grade``, ``body`` or ``dc.publisher``, ``dc.date``), PDF document info (``/EvidenceLevel``,
+``grade``, ``body`` or ``dc.publisher``, ``dc.date``, ``dc.language``; ``<html lang>``),
+PDF document info (``/EvidenceLevel``,
 ``/Grade``, ``/Body``)."""
 
 
@@ -248,6 +301,7 @@ def _guideline(
         sections=tuple(sections),
         evidence_level=level,
         year=int(m.group(0)) if m else None,
+        language=meta.get("language") or None,
         url=path.resolve().as_uri(),
         extra=extra,
         publication_types=("Practice Guideline",) if level is EvidenceLevel.GUIDELINE else (),
@@ -339,6 +393,8 @@ def parse_html(path: Path) -> Iterator[Record]:
     soup = BeautifulSoup(text, "html.parser")
     title = " ".join(soup.title.get_text().split()) if soup.title else ""
     meta: dict[str, str] = {}
+    if soup.html is not None and soup.html.get("lang"):
+        meta["language"] = str(soup.html.get("lang"))
     for el in soup.find_all("meta"):
         k = _meta_key(str(el.get("name") or el.get("property") or ""))
         if k and el.get("content"):
