@@ -148,11 +148,15 @@ def check_citations(
             verdicts[(i, m)] = verdict
             good, status = [m], "added"
         if not good:
+            unchecked = [verdicts[(i, m)].unchecked for m in markers
+                         if (i, m) in verdicts and verdicts[(i, m)].unchecked]  # fmt: skip
             if vs.unsupported == "flag" and markers and all(1 <= m <= n for m in markers):
                 good, status = list(markers), "unsupported"
             else:
-                out.removed.append(RemovedClaim(sentence=sentences[i], reason=_why_removed(
-                    markers, n), markers=tuple(markers)))  # fmt: skip
+                why = unchecked[0] if unchecked else _why_removed(markers, n)
+                out.removed.append(
+                    RemovedClaim(sentence=sentences[i], reason=why, markers=tuple(markers))
+                )
                 continue
         if bad:
             reason = (

@@ -75,18 +75,33 @@ def fuse(lists: Sequence[Sequence[ScoredPassage]], subtask: str) -> list[Candida
     return list(out.values())
 
 
-def score_relevance(searcher: Searcher, question: str, cands: list[Candidate]) -> None:
+def score_relevance(
+    searcher: Searcher, question: str, cands: list[Candidate], queries: Sequence[str] = ()
+) -> None:
     """Each candidate's relevance: the best cosine similarity of the question to its chunks
-    (stored vectors; passages are embedded when the store cannot return them), or, for a
-    Chinese question the embedding model cannot read, the share of its words in the passage."""
+    (stored vectors; passages are embedded when the store cannot return them). For a Chinese
+    question the embedding model cannot read: the best cosine of the planner's English
+    ``queries``, when it wrote any, else the share of the question's words in the passage."""
     if not cands:
         return
     if searcher.index.language_note(question):  # Chinese with an English-only model
-        from retrieval.chinese import overlap
+        from retrieval.chinese import has_cjk, overlap
 
+        english = [q for q in queries if not has_cjk(q)]
+        if english:
+            probes = [score_relevance_of(searcher, q, cands) for q in english]
+            for i, c in enumerate(cands):
+                c.relevance = max(p[i] for p in probes)
+            return
         for c in cands:
             c.relevance = round(overlap(question, c.passage.text), 4)
         return
+    for c, r in zip(cands, score_relevance_of(searcher, question, cands), strict=True):
+        c.relevance = r
+
+
+def score_relevance_of(searcher: Searcher, question: str, cands: list[Candidate]) -> list[float]:
+    """The best cosine similarity of ``question`` to each candidate's chunks."""
     emb = searcher.index.embedder
     ids = [i for c in cands for i in (c.passage.chunk_id, *c.passage.merged_chunk_ids)]
     vectors = searcher.index.store.dense_vectors(ids)
@@ -96,9 +111,11 @@ def score_relevance(searcher: Searcher, question: str, cands: list[Candidate]) -
         embedded = emb.embed_documents([c.passage.text for c in missing])
         for c, v in zip(missing, embedded, strict=True):
             vectors[c.passage.chunk_id] = list(v)
+    out = []
     for c in cands:
         vs = [vectors[i] for i in (c.passage.chunk_id, *c.passage.merged_chunk_ids) if i in vectors]
-        c.relevance = round(max(float(np.dot(q, np.asarray(v))) for v in vs), 4)
+        out.append(round(max(float(np.dot(q, np.asarray(v))) for v in vs), 4))
+    return out
 
 
 def retrieve(
@@ -112,7 +129,7 @@ def retrieve(
         if f != filters and not any(lists):  # the planner's filters found nothing
             lists = searcher.search_batch(list(sub.queries), k=k, filters=filters)
         cands = fuse(lists, sub.id)
-        score_relevance(searcher, sub.question, cands)
+        score_relevance(searcher, sub.question, cands, sub.queries)
         cands.sort(key=lambda c: (-c.relevance, -c.rrf))
         out[sub.id] = cands
     return out

@@ -44,7 +44,14 @@ from answer.compose import sanitize_passage
 from answer.llm import load_chat
 from answer.patient import Patient, load_patient
 from answer.types import Answer, Citation, Consensus, Digest, Reference, RemovedClaim, Usage
-from answer.verify import JudgeVerifier, NliVerifier, SimilarityVerifier, Verifier
+from answer.verify import (
+    NOT_CHECKED,
+    AcrossLanguages,
+    JudgeVerifier,
+    NliVerifier,
+    SimilarityVerifier,
+    Verifier,
+)
 from planner.chat import ChatError, ChatModel, ChatResult
 from planner.planner import Planner
 from planner.types import Plan
@@ -147,15 +154,28 @@ class Assistant:
 
     @property
     def verifier(self) -> Verifier:
+        """The configured verifier; a claim over a source in the other language (Chinese,
+        English) goes to the served model as judge, or is reported as not checked."""
         if self._verifier is None:
             v = self.settings.answer.verify
+            base: Verifier
             if v.kind == "nli":
-                self._verifier = NliVerifier(v)
+                base = NliVerifier(v)
             elif v.kind == "judge" and self.chat is not None:
-                self._verifier = JudgeVerifier(self.chat)
+                base = JudgeVerifier(self.chat)
             else:
-                self._verifier = SimilarityVerifier(self.searcher.index.embedder, v)
+                index = self.searcher.index
+                base = SimilarityVerifier(index.embedder, v, multilingual=index.multilingual)
+            across = base if isinstance(base, JudgeVerifier) else self._served_judge
+            self._verifier = AcrossLanguages(base, across)
         return self._verifier
+
+    def _served_judge(self) -> Verifier | None:
+        """The served chat model as a judge (not the tiny packaged one, which cannot)."""
+        chat = self.chat
+        if chat is None or getattr(chat, "is_default_embedded", False):
+            return None
+        return JudgeVerifier(chat)
 
     @property
     def digest_only(self) -> bool:
@@ -359,9 +379,20 @@ class Assistant:
         checked = check_citations(result.text, sources, self.verifier, a.verify,
                                   cut=result.finish_reason == "length")  # fmt: skip
         run.timings["verify"] = _ms(t0)
-        if isinstance(self.verifier, JudgeVerifier):
-            run.add_usage("verify", self.verifier.calls)
-            self.verifier.calls.clear()
+        made = getattr(self.verifier, "calls", None)
+        if made:
+            run.add_usage("verify", list(made))
+            clear = getattr(self.verifier, "clear_calls", None) or made.clear
+            clear()
+        unchecked = [r for r in checked.removed if r.reason.startswith("not checked")]
+        if any(r.reason == NOT_CHECKED for r in unchecked):
+            run.warnings.append(
+                f"{len(unchecked)} sentence(s) cite a source in another language and were not "
+                "checked, so they are left out: configure a served model (llm.kind = "
+                "'openai') to judge them"
+            )
+        elif unchecked:
+            run.warnings.append(f"{len(unchecked)} sentence(s) left out: {unchecked[0].reason}")
         passages = list(sources.passages)
         if not checked.supported:
             say = self._build_digest(run, sources, label="")

@@ -9,21 +9,36 @@ survive). Each (sentence, cited passage) pair is judged by a :class:`Verifier`:
   sentence's content words found in the passage;
 - :class:`NliVerifier`: an NLI cross-encoder (premise = passage, hypothesis = sentence);
 - :class:`JudgeVerifier`: the chat model answers yes or no.
+
+Chinese is read as Chinese: content words are jieba's words (a claim word counts when the
+passage contains it), negation is a negating word (不, 未, 无法 ...; not the 不 of 不良反应),
+a negated word must be negated in the passage too (and the reverse), and numbers next to
+Chinese characters are numbers. With an English-only embedding model the
+cosine of two Chinese texts is noise, so a Chinese claim over a Chinese passage is judged on
+its words, negation and numbers alone (stricter: ``min_overlap_zh``).
+
+A claim in one language over a passage in another (a Chinese sentence citing an English
+abstract) cannot be judged by shared words: :class:`AcrossLanguages` sends those pairs to the
+served model (:class:`JudgeVerifier`) and, without one, marks them *not checked*, a reason the
+answer reports: never silently passed, never silently dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
+from retrieval.chinese import has_cjk
+from retrieval.chinese import words as zh_words
 from retrieval.embedders import Embedder
 from retrieval.errors import ConfigError
+from retrieval.language import detect
 from retrieval.settings import VerifySettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +46,18 @@ log = logging.getLogger(__name__)
 _MARKER = re.compile(r"\s*\[(\d{1,3}(?:\s*[,;–-]\s*\d{1,3})*)\]")
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|et al|vs|approx|Fig|No|Dr|cf)\.$", re.IGNORECASE)
 _SENT_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u3400-\u9fff]")
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u3400-\u9fff]+")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
+# one-character function words and question words of Chinese, never content
+_ZH_STOP = frozenset(
+    """的 了 和 与 及 是 在 有 为 或 中 对 其 之 以 于 下 上 哪 哪一 哪项 哪个 什么 何 吗 呢 一 应
+    可 最 该 这 那 其中 以及 并 而 则 即 等 也 都 被 把 将 从 由 到 给 但 若 如 因 所 者 本题 考查
+    关于 属于 包括 可以 可能 一般 主要 通常 出现""".split()
+)
+_ZH_NEGATION = frozenset(
+    """不 没 没有 无 未 非 否 勿 别 不能 不会 不是 不宜 不可 不应 不必 不用 不再 不要 无法 未能 未见
+    并非 并未 并不 无效 无关 无需 不予 尚未""".split()
+)
 _STOP = frozenset(
     """a an and are as at be been but by can could did do does for from had has have in into is
     it its may might more most no not of on or than that the their there these they this those
@@ -89,12 +115,20 @@ def parse_markers(sentence: str) -> tuple[str, list[int]]:
 
 
 def content_words(text: str) -> list[str]:
-    """Lower-cased words without stop words (Chinese: single characters).
+    """Lower-cased words without stop words (Chinese: jieba's words, function words out).
 
     >>> content_words("The risk of stroke is reduced by aspirin")
     ['risk', 'stroke', 'reduced', 'aspirin']
+    >>> content_words("长期服用氯丙嗪可出现迟发性运动障碍")
+    ['长期', '服用', '氯丙嗪', '迟发性', '运动障碍']
     """
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+    out: list[str] = []
+    for w in _WORD.findall(text.lower()):
+        if _CJK_RUN.fullmatch(w):
+            out.extend(z for z in zh_words(w) if z not in _ZH_STOP and z.strip())
+        elif w not in _STOP:
+            out.append(w)
+    return out
 
 
 def _stem(w: str) -> str:
@@ -114,12 +148,49 @@ _NEGATION = re.compile(
 
 
 def negated(text: str) -> bool:
-    """Whether a sentence states something negatively.
+    """Whether a sentence states something negatively (in English or Chinese).
 
     >>> negated("Aspirin did not reduce mortality"), negated("Aspirin reduced mortality")
     (True, False)
+    >>> negated("阿司匹林未能降低死亡率"), negated("不良反应包括静坐不能"), negated("不良反应")
+    (True, True, False)
     """
-    return bool(_NEGATION.search(text))
+    if _NEGATION.search(text):
+        return True
+    return any(w in _ZH_NEGATION for run in _CJK_RUN.findall(text) for w in zh_words(run))
+
+
+_CLAUSE = re.compile(r"[，,；;：:。！？!?\n]")
+
+
+def zh_negation_agrees(claim: str, passage: str) -> bool:
+    """Whether each clause of a Chinese claim holds as many negating words as the passage's
+    clause that shares most of its words (a tie: any of them).
+
+    >>> src = "铝盐是常用的混凝剂，对水质无不良影响。"
+    >>> zh_negation_agrees("铝盐是常用的混凝剂", src)
+    True
+    >>> zh_negation_agrees("铝盐不是常用的混凝剂", src)
+    False
+    >>> zh_negation_agrees("硫酸铝对水质有不良影响", src)
+    False
+    """
+    clauses = [c for c in _CLAUSE.split(passage) if c.strip()] or [passage]
+    for part in _CLAUSE.split(claim):
+        if not content_words(part):
+            continue
+        shares = [lexical_overlap(part, c) for c in clauses]
+        top = max(shares)
+        if not any(_negations(c) == _negations(part)
+                   for c, x in zip(clauses, shares, strict=True) if x == top):  # fmt: skip
+            return False
+    return True
+
+
+def _negations(text: str) -> int:
+    """How many negating words a Chinese text holds (English ones count once)."""
+    n = sum(w in _ZH_NEGATION for run in _CJK_RUN.findall(text) for w in zh_words(run))
+    return n + bool(_NEGATION.search(text))
 
 
 def lexical_overlap(claim: str, passage: str) -> float:
@@ -130,15 +201,20 @@ def lexical_overlap(claim: str, passage: str) -> float:
     1.0
     >>> lexical_overlap("aspirin reduced stroke in WHO reports", "Aspirin reduces stroke.")
     0.75
+    >>> lexical_overlap("服用氯丙嗪引起迟发性运动障碍", "长期服用氯丙嗪后出现的迟发性运动障碍")
+    0.8
     """
-    words = {_stem(w) for w in content_words(claim) if w not in _GENERIC}
+    words = [w for w in content_words(claim) if w not in _GENERIC]
     if not words:
         return 0.0
     have = {_stem(w) for w in content_words(passage)}
-    return len(words & have) / len(words)
+    flat = passage.lower()  # a Chinese word counts when the passage holds it, however cut
+    found = sum((w in flat) if _CJK_RUN.fullmatch(w) else (_stem(w) in have) for w in words)
+    return found / len(words)
 
 
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:[.,]\d+)?")
+_CODE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{1,4}\d+(?:[.,/]\d+)*")
 
 
 def unmatched_numbers(claim: str, passage: str) -> list[str]:
@@ -148,18 +224,26 @@ def unmatched_numbers(claim: str, passage: str) -> list[str]:
     []
     >>> unmatched_numbers("OR 1.87", "OR 0.87")
     ['1.87']
+    >>> unmatched_numbers("每日服用100mg", "阿司匹林每日100mg")
+    []
+    >>> unmatched_numbers("服用50mg", "服用5mg"), unmatched_numbers("H5N1禽流感", "H7N9禽流感")
+    (['50'], ['H5'])
     """
     have = {n.replace(",", "") for n in _NUMBER.findall(passage)}
-    return [n for n in _NUMBER.findall(claim) if n.replace(",", "") not in have]
+    out = [n for n in _NUMBER.findall(claim) if n.replace(",", "") not in have]
+    flat = passage.lower()  # codes with numbers (H7N9, CD20, BP130/80, P208) as they are
+    return out + [c for c in _CODE.findall(claim) if c.lower() not in flat]
 
 
 @dataclass(frozen=True)
 class Judgement:
-    """A verifier's verdict on one (claim, passage) pair."""
+    """A verifier's verdict on one (claim, passage) pair; ``unchecked`` says why no verdict
+    could be reached (the claim then counts as unsupported, for that reason)."""
 
     supported: bool
     score: float
     evidence: str = ""
+    unchecked: str = ""
 
 
 class Verifier(Protocol):
@@ -183,9 +267,16 @@ class SimilarityVerifier:
     the passage's own words, so faithful restatements pass and free paraphrases may not.
     """
 
-    def __init__(self, embedder: Embedder, settings: VerifySettings | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        settings: VerifySettings | None = None,
+        *,
+        multilingual: bool = False,
+    ) -> None:
         self.embedder = embedder
         self.settings = settings or VerifySettings()
+        self.multilingual = multilingual
         self.name = f"similarity:{embedder.name}"
 
     def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
@@ -207,6 +298,9 @@ class SimilarityVerifier:
         out = []
         for claim, passage in pairs:
             mat, texts = pv[passage]
+            if has_cjk(claim) and not self.multilingual:
+                out.append(self._by_words(claim, passage, texts))
+                continue
             sims = mat @ cv[claim]
             best = int(np.argmax(sims))
             cos = float(sims[best])
@@ -218,6 +312,88 @@ class SimilarityVerifier:
             )
             out.append(Judgement(supported, round(cos, 4), texts[best]))
         return out
+
+    def _by_words(self, claim: str, passage: str, texts: list[str]) -> Judgement:
+        """A Chinese claim when the embedding model cannot read Chinese: its best sentence is
+        the one sharing most of its words; the score is the claim's share of words found."""
+        shares = [lexical_overlap(claim, t) for t in texts]
+        best = int(np.argmax(shares))
+        overlap = lexical_overlap(claim, passage)
+        supported = (
+            overlap >= self.settings.min_overlap_zh
+            and zh_negation_agrees(claim, passage)
+            and not unmatched_numbers(claim, passage)
+        )
+        return Judgement(supported, round(overlap, 4), texts[best])
+
+
+def crosses_languages(claim: str, passage: str) -> bool:
+    """Whether a claim and its passage are in different languages (Chinese and English).
+
+    >>> crosses_languages("阿司匹林可预防卒中", "Aspirin prevents stroke."), crosses_languages(
+    ...     "Aspirin prevents stroke", "Aspirin reduced strokes (阿司匹林) in trials.")
+    (True, False)
+    """
+    a, b = detect(claim), detect(passage)
+    return a != b and {a, b} == {"en", "zh"}
+
+
+NOT_CHECKED = (
+    "not checked: the sentence and its source are in different languages, and no served "
+    "model is configured to judge across them (llm.kind = 'openai', or verify.kind = 'judge')"
+)
+
+
+class AcrossLanguages:
+    """Routes each (claim, passage) pair: same language to ``same``; a claim over a passage
+    in the other language to ``across`` (the served model as judge), or, without one, an
+    unsupported verdict that says it was not checked."""
+
+    def __init__(
+        self, same: Verifier, across: Verifier | Callable[[], Verifier | None] | None = None
+    ) -> None:
+        """``across``: the cross-language judge, or a function that gives it when first
+        needed (the served model is not loaded for answers that never cross languages)."""
+        self.same = same
+        self._across = across
+        self.name = same.name
+
+    @property
+    def across(self) -> Verifier | None:
+        if callable(self._across) and not hasattr(self._across, "judge"):
+            self._across = self._across()
+            if self._across is not None:
+                self.name = f"{self.same.name}+{self._across.name}"
+        return self._across  # type: ignore[return-value]
+
+    @property
+    def calls(self) -> list[ChatResult]:
+        """Model calls made for verdicts (the judge's), to count in the answer's usage."""
+        out: list[ChatResult] = []
+        for v in self._parts():
+            out.extend(getattr(v, "calls", None) or [])
+        return out
+
+    def _parts(self) -> list[object]:
+        return list({id(v): v for v in (self.same, self._across) if v is not None}.values())
+
+    def clear_calls(self) -> None:
+        for v in self._parts():
+            calls = getattr(v, "calls", None)
+            if isinstance(calls, list):
+                calls.clear()
+
+    def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
+        cross = [crosses_languages(c, p) for c, p in pairs]
+        same = self.same.judge([pr for pr, x in zip(pairs, cross, strict=True) if not x])
+        other = [pr for pr, x in zip(pairs, cross, strict=True) if x]
+        judge = self.across if other else None
+        if judge is not None:
+            across = judge.judge(other)
+        else:
+            across = [Judgement(False, 0.0, unchecked=NOT_CHECKED) for _ in other]
+        it_same, it_across = iter(same), iter(across)
+        return [next(it_across) if x else next(it_same) for x in cross]
 
 
 class NliVerifier:
@@ -278,7 +454,7 @@ class JudgeVerifier:
                 res = self.chat.complete(messages, max_tokens=4, temperature=0.0)
             except ChatError as exc:
                 log.warning("judge unavailable, citation counted unsupported: %s", exc)
-                out.append(Judgement(False, 0.0))
+                out.append(Judgement(False, 0.0, unchecked=f"not checked: the judge failed: {exc}"))
                 continue
             self.calls.append(res)
             yes = res.text.strip().lower().startswith(("yes", "是"))

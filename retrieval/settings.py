@@ -294,6 +294,14 @@ class VerifySettings(_Stage):
         "with that sentence on negation and its numbers occur in the passage (calibrated by "
         "hand, see bench/results/answer_eval.md).",
     )
+    min_overlap_zh: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="A Chinese sentence, when the embedding model is English-only (no cosine): "
+        "this share of its words (jieba) must occur in the passage, besides negation and "
+        "numbers (measured on CMExam explanations, bench/results/zh_verify.md).",
+    )
     min_entailment: float = Field(0.5, ge=0, le=1, description="Entailment probability for 'nli'.")
     unsupported: Literal["remove", "flag"] = Field(
         "remove",

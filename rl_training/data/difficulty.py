@@ -42,23 +42,40 @@ SCHEMA = {
 }
 
 
+_ZH_LEVELS: dict[str, Difficulty] = {
+    "基础": "basic", "简单": "basic", "容易": "basic", "初级": "basic",
+    "中等": "intermediate", "中级": "intermediate",
+    "高级": "advanced", "困难": "advanced", "较难": "advanced", "复杂": "advanced",
+}  # fmt: skip
+"""A bilingual judge's Chinese level words (the rubric is in English; a Chinese question may
+still get a Chinese reply)."""
+
+
+def _level(word: str) -> Difficulty | None:
+    w = word.strip().strip("\"'。.").lower()
+    return w if w in LEVELS else _ZH_LEVELS.get(w)  # type: ignore[return-value]
+
+
 def parse_difficulty(text: str) -> Difficulty | None:
-    """The grade in a judge's reply (JSON, or a bare level word), or None.
+    """The grade in a judge's reply (JSON, or a bare level word, English or Chinese), or None.
 
     >>> parse_difficulty('{"difficulty": "Advanced"}'), parse_difficulty("basic.")
     ('advanced', 'basic')
-    >>> parse_difficulty("basic or advanced") is None
-    True
+    >>> parse_difficulty('{"difficulty": "中等"}'), parse_difficulty("难度：困难。")
+    ('intermediate', 'advanced')
+    >>> parse_difficulty("basic or advanced") is None, parse_difficulty("简单还是困难") is None
+    (True, True)
     """
     m = re.search(r"\{.*\}", text, re.S)
     if m:
         try:
-            value = str(json.loads(m.group(0)).get("difficulty", "")).strip().lower()
+            value = _level(str(json.loads(m.group(0)).get("difficulty", "")))
         except (json.JSONDecodeError, AttributeError):
-            value = ""
-        if value in LEVELS:
+            value = None
+        if value:
             return value
-    found = {lv for lv in LEVELS if re.search(rf"\b{lv}\b", text, re.I)}
+    found: set[Difficulty] = {lv for lv in LEVELS if re.search(rf"\b{lv}\b", text, re.I)}
+    found |= {lv for word, lv in _ZH_LEVELS.items() if word in text}
     return found.pop() if len(found) == 1 else None
 
 

@@ -138,9 +138,10 @@ def cmexam_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
 
 def cmmlu_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
     """CMMLU CSVs (``,Question,A,B,C,D,Answer``): one file, or a folder of subject files (the
-    subject, e.g. ``anatomy``, is the file name and goes to ``extra_info.category``)."""
+    subject, e.g. ``anatomy``, is the file name and goes to ``extra_info.category``); a folder
+    of split folders (CMMLU's own ``dev/``, ``test/``) is read with its subfolders."""
     path = Path(path)
-    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
     if not files:
         raise InputError(f"{path} holds no CMMLU .csv files")
     i = 0
@@ -217,6 +218,10 @@ def chat_rows(path: Path, split: str = "train") -> Iterator[dict[str, Any]]:
                          n - 1, split, question=prompt[-1]["content"], history=history)  # fmt: skip
 
 
+CHINESE_SOURCES = frozenset({"cmexam", "cmmlu"})
+"""Sources whose records are in Chinese: their SFT answer closes in Chinese."""
+
+
 def sft_record(row: dict[str, Any]) -> dict[str, Any]:
     r"""An RL row as an SFT chat record: the prompt plus an assistant turn that reasons with
     the source's own rationale (MedCalc's explanation, PubMedQA's long answer, CMExam's
@@ -231,6 +236,8 @@ def sft_record(row: dict[str, Any]) -> dict[str, Any]:
     why = str(info.get("explanation") or info.get("long_answer") or "").strip()
     answer = row["reward_model"]["ground_truth"]
     reply = f"<think>\n{why}\n</think>\n\nThe answer is \\boxed{{{answer}}}."
+    if row["data_source"].split("/")[-1] in CHINESE_SOURCES:
+        reply = f"<think>\n{why}\n</think>\n\n答案是 \\boxed{{{answer}}}。"
     if row["reward_model"].get("style") == "model":  # an open answer: no box
         reply = f"<think>\n{why}\n</think>\n\n{answer}"
     return {**row, "messages": [*row["prompt"], {"role": "assistant", "content": reply}]}

@@ -58,6 +58,8 @@ def format_problem(response: str) -> str | None:
     'empty think block'
     >>> format_problem("<think>reason</think>\\\\boxed{B} and then more text")
     'text after the final answer'
+    >>> format_problem("<think>氯丙嗪阻断多巴胺受体。</think>答案是\\\\boxed{D}。") is None
+    True
     """
     if response.count(_THINK_OPEN) != 1 or response.count(_THINK_CLOSE) != 1:
         return (
@@ -86,7 +88,7 @@ def format_problem(response: str) -> str | None:
                     break
         if end is None:
             return "unbalanced braces in the final answer"
-        rest = tail[end + 1 :].strip().rstrip(".").strip()
+        rest = tail[end + 1 :].strip().rstrip(".。").strip()
         if len(rest) > 0:
             return "text after the final answer"
     return None

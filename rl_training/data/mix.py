@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.planner import detect_language
+from retrieval.language import detect as detect_language
 from retrieval.errors import ConfigError
 from rl_training.data.difficulty import question_of
 from rl_training.data.filters import Record
