@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from retrieval.language import detect as detect_language
 from retrieval.errors import ConfigError
+from retrieval.language import detect as detect_language
 from rl_training.data.difficulty import question_of
 from rl_training.data.filters import Record
 
