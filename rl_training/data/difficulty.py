@@ -53,7 +53,7 @@ still get a Chinese reply)."""
 
 def _level(word: str) -> Difficulty | None:
     w = word.strip().strip("\"'。.").lower()
-    return w if w in LEVELS else _ZH_LEVELS.get(w)  # type: ignore[return-value]
+    return w if w in LEVELS else _ZH_LEVELS.get(w)
 
 
 def parse_difficulty(text: str) -> Difficulty | None:
