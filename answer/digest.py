@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from answer.injection import addressed_to_model
-from answer.types import DIGEST_LABEL, Citation, Digest
+from answer.types import DIGEST_LABEL, DIGEST_LABEL_ZH, Citation, Digest
 from answer.verify import split_sentences
 from planner.types import Subtask
 from retrieval.chinese import overlap, terms
@@ -103,6 +103,15 @@ DESIGNS = {
     "review": "narrative review",
     "case_report": "case report",
     "other": "design not classified",
+}
+DESIGNS_ZH = {
+    "practice_guideline": "指南",
+    "systematic_review": "系统综述",
+    "randomized_controlled_trial": "随机对照试验",
+    "clinical_study": "临床研究",
+    "review": "综述",
+    "case_report": "病例报告",
+    "other": "研究设计未分类",
 }
 
 
@@ -291,17 +300,18 @@ class Quote:
     subtask: str
 
 
-def _design(p: ScoredPassage) -> str:
-    return DESIGNS.get(p.evidence_level, p.evidence_level.replace("_", " "))
+def _design(p: ScoredPassage, lang: str = "en") -> str:
+    names = DESIGNS_ZH if lang == "zh" else DESIGNS
+    return names.get(p.evidence_level, p.evidence_level.replace("_", " "))
 
 
-def source_note(p: ScoredPassage) -> str:
-    """Study design, year and source of a quote.
+def source_note(p: ScoredPassage, lang: str = "en") -> str:
+    """Study design, year and source of a quote (in Chinese for a Chinese question).
 
     >>> p = ScoredPassage(chunk_id="c", doc_id="pmid:1", pmid="1", text="t", source="pubmed",
     ...                   score=1.0, year=2019, evidence_level="randomized_controlled_trial")
-    >>> source_note(p)
-    'randomized controlled trial, 2019, PubMed PMID 1'
+    >>> source_note(p), source_note(p, "zh")
+    ('randomized controlled trial, 2019, PubMed PMID 1', '随机对照试验，2019，PubMed PMID 1')
     """
     where = (
         f"PubMed PMID {p.pmid}"
@@ -311,8 +321,9 @@ def source_note(p: ScoredPassage) -> str:
         else f"{p.source}: {p.heading()[0][:80] or p.doc_id}"
     )
     if p.grade:
-        where += f", grade {p.grade}"
-    return ", ".join(x for x in (_design(p), str(p.year or ""), where) if x)
+        where += f"，推荐等级 {p.grade}" if lang == "zh" else f", grade {p.grade}"
+    sep = "，" if lang == "zh" else ", "
+    return sep.join(x for x in (_design(p, lang), str(p.year or ""), where) if x)
 
 
 def choose(
@@ -404,12 +415,16 @@ def build(
     embedder: Embedder,
     settings: DigestSettings,
     *,
-    label: str = DIGEST_LABEL,
+    label: str | None = None,
     lexical: bool = False,
+    language: str = "en",
 ) -> Digest | None:
     """The digest over ``(marker, passage, shown text, subtask ids, relevance)`` sources; one
     group per subtask (a heading when there are several), each source quoted under the first
-    subtask it serves; None when no source has a sentence worth quoting."""
+    subtask it serves; None when no source has a sentence worth quoting. ``language``: the
+    question's ('zh': the label and source notes in Chinese)."""
+    if label is None:
+        label = DIGEST_LABEL_ZH if language == "zh" else DIGEST_LABEL
     groups: list[tuple[Subtask, list[tuple[int, ScoredPassage, str]]]] = []
     used: set[int] = set()
     if sources:
@@ -436,7 +451,9 @@ def build(
             lines.append(f"{sub.question}")
         for qt in quotes:
             p = by_marker[qt.marker]
-            lines.append(f"- “{qt.sentence}” [{qt.marker}] ({source_note(p)})")
+            note = source_note(p, language)
+            lines.append(f"- “{qt.sentence}” [{qt.marker}] （{note}）" if language == "zh"
+                         else f"- “{qt.sentence}” [{qt.marker}] ({note})")  # fmt: skip
             citations.append(Citation.of(qt.marker, p, qt.sentence, 1.0, evidence=qt.sentence))
     if not citations:
         return None

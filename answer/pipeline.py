@@ -444,10 +444,10 @@ class Assistant:
             (n, c.passage, shown, {i.split(".f")[0] for i in c.subtasks}, c.relevance)
             for n, (c, shown) in enumerate(zip(run.candidates, sources.shown, strict=True), 1)
         ]
-        kw = {} if label is None else {"label": label}
         lexical = bool(self.searcher.index.language_note(run.question))
         out = digest.build(run.plan.subtasks, items, self.searcher.index.embedder,
-                           self.settings.answer.digest, lexical=lexical, **kw)  # fmt: skip
+                           self.settings.answer.digest, label=label, lexical=lexical,
+                           language=run.plan.language)  # fmt: skip
         run.timings["digest"] = _ms(t0)
         return out
 

@@ -161,6 +161,8 @@ class Digest(_Frozen):
 DIGEST_LABEL = (
     "Evidence digest: sentences quoted verbatim from the sources, without a model's synthesis."
 )
+DIGEST_LABEL_ZH = "证据摘要：逐字摘自来源的句子，未经模型综合。"
+"""The digest's label for a Chinese question."""
 SOURCES_SAY_LABEL = "What the sources say"
 
 

@@ -436,6 +436,12 @@ class ChatSettings(_Stage):
         "'oidc': Streamlit's own OpenID Connect login ([auth] in .streamlit/secrets.toml); "
         "'none': no login (single-user workstation only).",
     )
+    language: Literal["auto", "en", "zh"] = Field(
+        "auto",
+        description="The chat's interface language for users who chose none (each user can "
+        "choose in the sidebar; kept in <data_dir>/preferences.json): 'en', 'zh', or 'auto' "
+        "(the language of the user's last question; before one, the browser's language).",
+    )
     users_file: Path | None = Field(
         None, description="The local users file. Empty: <data_dir>/users.json."
     )

@@ -21,16 +21,18 @@ BADGES = {
 }
 
 
-def badge(level: str) -> str:
+def badge(level: str, lang: str = "en") -> str:
     """Streamlit markdown for an evidence-level badge.
 
-    >>> badge("randomized_controlled_trial")
-    ':blue-badge[RCT]'
+    >>> badge("randomized_controlled_trial"), badge("randomized_controlled_trial", "zh")
+    (':blue-badge[RCT]', ':blue-badge[随机对照试验]')
     >>> badge("unknown")
     ':gray-badge[unknown]'
     """
+    from ui.i18n import BADGES_ZH
+
     label, color = BADGES.get(level, (level, "gray"))
-    return f":{color}-badge[{label}]"
+    return f":{color}-badge[{BADGES_ZH.get(level, label) if lang == 'zh' else label}]"
 
 
 STANCE_BADGES = {
@@ -41,14 +43,16 @@ STANCE_BADGES = {
 }
 
 
-def stance_badge(stance: str) -> str:
+def stance_badge(stance: str, lang: str = "en") -> str:
     """A source's stance on the question as a badge.
 
-    >>> stance_badge("contradicts")
-    ':red-badge[contradicts]'
+    >>> stance_badge("contradicts"), stance_badge("contradicts", "zh")
+    (':red-badge[contradicts]', ':red-badge[反对]')
     """
+    from ui.i18n import STANCES_ZH
+
     label, color = STANCE_BADGES.get(stance, (stance, "gray"))
-    return f":{color}-badge[{label}]"
+    return f":{color}-badge[{STANCES_ZH.get(stance, label) if lang == 'zh' else label}]"
 
 
 def link_markers(text: str, markers: Sequence[int]) -> str:
@@ -94,7 +98,7 @@ def digest_markdown(text: str, markers: Sequence[int]) -> str:
     for i, line in enumerate(text.splitlines()):
         if line.startswith("- "):
             out.append(link_markers(line, markers))
-        elif i == 0 and line.startswith(("Evidence digest", "What the sources say")):
+        elif i == 0 and line.startswith(("Evidence digest", "What the sources say", "证据摘要")):
             out += [f"*{line}*", ""]
         elif line.strip():
             out += ["", f"**{line}**", ""]

@@ -12,6 +12,7 @@ import pytest
 
 from ingest.chunking import Chunker, zh_sentences
 from ingest.pipeline import run_ingest
+from ingest.sources import guidelines
 from ingest.sources.files import records
 from retrieval.chinese import words
 from retrieval.filters import SearchFilters
@@ -114,3 +115,62 @@ def test_chinese_files_ingest_with_language_and_are_found(
         assert md and {h.doc_id.split("-")[0] for h in md} == {"guideline:md:hypertension"}
         again = run_ingest(records("guidelines", _files(tmp_path, rows)), idx, progress=False)
         assert again.written == 0 and again.unchanged == 12
+
+
+def make_zh_pdf(pages: list[str]) -> bytes:
+    """A PDF whose pages show Chinese text in a Type0 font (Identity-H) with a ToUnicode CMap,
+    as PDF writers make them: what a real parser must decode."""
+    chars = sorted({c for p in pages for c in p})
+    cid = {c: i + 1 for i, c in enumerate(chars)}
+    bf = "\n".join(f"<{cid[c]:04X}> <{ord(c):04X}>" for c in chars)
+    cmap = ("/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /Z def "
+            "1 begincodespacerange <0000> <FFFF> endcodespacerange\n"
+            f"{len(chars)} beginbfchar\n{bf}\nendbfchar endcmap CMapName currentdict /CMap "
+            "defineresource pop end end")  # fmt: skip
+    n_pages = len(pages)
+    objs = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids ["
+        + " ".join(f"{6 + 2 * i} 0 R" for i in range(n_pages))
+        + f"] /Count {n_pages} >>",
+        "<< /Type /Font /Subtype /Type0 /BaseFont /STSong /Encoding /Identity-H "
+        "/DescendantFonts [4 0 R] /ToUnicode 5 0 R >>",
+        "<< /Type /Font /Subtype /CIDFontType0 /BaseFont /STSong /CIDSystemInfo << /Registry "
+        "(Adobe) /Ordering (Identity) /Supplement 0 >> /DW 1000 >>",
+        f"<< /Length {len(cmap)} >>\nstream\n{cmap}\nendstream",
+    ]
+    for i, text in enumerate(pages):
+        hexed = "".join(f"{cid[c]:04X}" for c in text)
+        stream = f"BT /F1 12 Tf 72 720 Td <{hexed}> Tj ET"
+        objs.append(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {7 + 2 * i} 0 R >>"
+        )
+        objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for n, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def test_a_chinese_pdf_keeps_its_pages_and_language(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rows = _explanations(2)
+    pdf = tmp_path / "textbook.pdf"
+    pdf.write_bytes(make_zh_pdf([r["explanation"][:120] for r in rows]))
+    (doc,) = list(guidelines.parse_pdf(pdf))
+    assert [s.page for s in doc.sections] == [1, 2]
+    assert [s.text for s in doc.sections] == [" ".join(r["explanation"][:120].split())
+                                               for r in rows]  # fmt: skip
+    settings = load_settings(data_dir=tmp_path, embedding={"model_path": tiny_model_dir})
+    with Index(settings, tmp_path / "s") as idx:
+        report = run_ingest(records("guidelines", [pdf]), idx, progress=False)
+        assert report.documents == 1 and not report.problems
+        hits = idx.search(rows[1]["question"], k=2)
+        assert hits and hits[0].language == "chi"
+        assert rows[1]["explanation"][:20] in hits[0].text

@@ -96,7 +96,8 @@ def test_ask_shows_answer_references_and_takes_feedback(
     for name in ("audit.jsonl", "audit.key", "users.json", "logins.sqlite"):
         assert ((env / name).stat().st_mode & 0o777) == 0o600, name
     # feedback: thumbs down, a comment and a correction
-    at.radio[0].set_value("👎 Not helpful")
+    at.radio[0].set_value("not_helpful")
+    assert at.radio[0].options == ["👍 Helpful", "👎 Not helpful", "No rating"]
     at.text_input(key=f"comment-{answer.answer_id}").input("misses the trial result")
     at.text_area(key=f"corr-{answer.answer_id}").input(
         "Yes: tailored telephone counseling helped [1]."
@@ -118,7 +119,7 @@ def test_patient_context_filters_and_errors(env: Path, monkeypatch: pytest.Monke
     at = _login(AppTest.from_file(APP, default_timeout=300))
     # patient form -> active indicator and a clear button
     at.sidebar.number_input[0].set_value(67)
-    at.sidebar.selectbox[0].select("female")
+    next(b for b in at.sidebar.selectbox if b.label == "Sex").select("female")
     at.sidebar.text_input[0].input("type 2 diabetes")
     next(b for b in at.sidebar.button if b.label == "Use this patient").click().run()
     assert not at.exception
@@ -219,3 +220,37 @@ def test_redacted_audit_keeps_no_identifier(
     assert ask["question"].startswith("Mrs. [NAME], MRN [ID], DOB [DATE]: Can tailored")
     for secret in ("Walsh", "Ellen", "40123987", "1951"):
         assert secret not in log_text
+
+
+def test_the_interface_follows_the_question_and_the_users_choice(env: Path) -> None:
+    from ui.i18n import t
+
+    at = _login(AppTest.from_file(APP, default_timeout=300))
+    assert at.warning[0].value == REVIEW_NOTICE and at.chat_input[0].placeholder == t("ask")
+    at.chat_input[0].set_value("阿司匹林能预防短暂性脑缺血发作后的卒中吗？").run()
+    assert not at.exception
+    # 'auto': a Chinese question turns the interface Chinese (labels, notices, badges)
+    zh_notice = t("review_notice", "zh")
+    assert at.warning[0].value == zh_notice and at.chat_input[0].placeholder == t("ask", "zh")
+    assert any(c.value.endswith(zh_notice) for c in at.caption)
+    assert t("signed_in_as", "zh", user="alice") in [m.value for m in at.sidebar.markdown]
+    assert "这个回答正确吗？" in " ".join(m.value for m in at.markdown)
+    assert at.radio[0].options == ["👍 有帮助", "👎 没有帮助", "不评价"]
+    # the user's own choice wins, and is kept for their next session
+    at.selectbox(key="ui_choice").set_value("en").run()
+    assert at.warning[0].value == REVIEW_NOTICE
+    assert json.loads((env / "preferences.json").read_text()) == {"alice": "en"}
+    assert ((env / "preferences.json").stat().st_mode & 0o777) == 0o600
+    again = _login(AppTest.from_file(APP, default_timeout=120))
+    assert again.selectbox(key="ui_choice").value == "en"
+    again.selectbox(key="ui_choice").set_value("zh").run()
+    assert again.warning[0].value == zh_notice and again.sidebar.subheader[0].value == "证据"
+
+
+def test_chinese_login_page_by_setting(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVIDEX_CHAT__LANGUAGE", "zh")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert [x.label for x in at.text_input] == ["用户名", "密码"]
+    _login(at, "wrong password")
+    assert at.error[0].value == "用户名或密码错误。"

@@ -116,6 +116,34 @@ def served_chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def zh_chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[dict]]]:
+    """The chat in Chinese (chat.language = 'zh') over 40 real CMExam explanations ingested
+    as a Chinese textbook-style JSONL, with the embedded defaults."""
+    import json
+
+    from ingest.pipeline import ingest_paths
+    from retrieval.index import Index
+    from retrieval.settings import load_settings
+    from tests.conftest import shared_path
+
+    data = tmp_path_factory.mktemp("zh-chat")
+    rows = [json.loads(x) for x in shared_path("zh", "cmexam_dev.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if len(r.get("explanation") or "") > 80][:40]
+    corpus = data / "cmexam.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"cmexam-{i}", "title": r["question"][:40],
+                                          "text": r["explanation"]}, ensure_ascii=False) + "\n"
+                              for i, r in enumerate(rows)))  # fmt: skip
+    store = data / "store"
+    with Index(load_settings(data_dir=data, store={"path": store}), store) as idx:
+        ingest_paths([corpus], idx, "guidelines")
+    UserStore(data / "users.json").add("alice", PASSWORD)
+    env = {"EVIDEX_DATA_DIR": str(data), "EVIDEX_STORE__PATH": str(store),
+           "EVIDEX_CHAT__LANGUAGE": "zh", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    for url in _streamlit(env, data):
+        yield url, rows
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -241,10 +269,10 @@ def _sign_in(browser: WebDriver, url: str) -> None:
     _wait(browser).until(_text_on_page("a licensed clinician must review"))
 
 
-def _answered(n: int):  # type: ignore[no-untyped-def]
+def _answered(n: int, done: str = "Was this answer right?"):  # type: ignore[no-untyped-def]
     def check(d: WebDriver) -> WebElement | bool:
         msgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stChatMessage"]')
-        return len(msgs) == n and "Was this answer right?" in msgs[-1].text and msgs[-1]
+        return len(msgs) == n and done in msgs[-1].text and msgs[-1]
 
     return check
 
@@ -272,3 +300,32 @@ def test_served_model_consensus_and_a_retracted_record_in_a_real_browser(
     left.find_element(By.TAG_NAME, "summary").click()
     _wait(browser).until(lambda d: "RETRACTED" in left.text and "Retraction in PMID" in left.text)
     browser.save_screenshot(str(ARTIFACTS / "chat-retracted.png"))
+
+
+def test_a_chinese_session_in_a_real_browser(
+    zh_chat_url: tuple[str, list[dict]], browser: WebDriver, last_page: None
+) -> None:
+    url, rows = zh_chat_url
+    browser.delete_all_cookies()
+    browser.get(url)
+    _input(browser, "用户名").send_keys("alice")
+    _input(browser, "密码").send_keys(PASSWORD)
+    browser.find_element(By.XPATH, "//button[.//p[text()='登录']]").click()
+    _wait(browser).until(_text_on_page("已登录：alice"))
+    _wait(browser).until(_text_on_page("须由执业临床医师审核"))  # the review notice, in Chinese
+    _ask(browser, rows[3]["question"])
+    last = _wait(browser, 300).until(_answered(2, "这个回答正确吗？"))
+    assert isinstance(last, WebElement)
+    text = last.text
+    # the embedded default quotes the Chinese sources, labelled in Chinese
+    assert "证据摘要：摘自来源原文，未经模型综合" in text and "参考文献" in text
+    assert "“" in text and "这个回答正确吗？" in text and "提交反馈" in text
+    quoted = text.split("“", 1)[1].split("”", 1)[0]
+    assert any(quoted[:12] in r["explanation"] for r in rows), quoted
+    assert "证据摘要：逐字摘自来源的句子" in text and "References" not in text
+    card = last.find_element(
+        By.XPATH, ".//details[.//summary//p[starts-with(normalize-space(.), '[1]')]]"
+    )
+    card.find_element(By.TAG_NAME, "summary").click()
+    _wait(browser).until(lambda d: "已引用" in card.text or "未引用" in card.text)
+    browser.save_screenshot(str(ARTIFACTS / "chat-chinese.png"))

@@ -69,7 +69,9 @@ def search(
     year_to: YearToOpt = None,
     evidence: EvidenceOpt = None,
     publication_type: Annotated[ListOpt, typer.Option(help="PubMed publication type.")] = None,
-    language: Annotated[ListOpt, typer.Option(help="Language code, e.g. eng.")] = None,
+    language: Annotated[
+        ListOpt, typer.Option(help="Document language: eng, chi, or en, zh, English, Chinese.")
+    ] = None,
     mesh: Annotated[ListOpt, typer.Option(help="MeSH term.")] = None,
     body: Annotated[ListOpt, typer.Option("--body", help="Guideline body, e.g. USPSTF.")] = None,
     age: Annotated[
