@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from answer.types import REVIEW_NOTICE, SOURCES_SAY_LABEL
+from retrieval.errors import InputError
 from retrieval.language import detect
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class Preferences:
 
     def set(self, user: str, choice: str) -> None:
         if choice not in CHOICES:
-            raise ValueError(f"interface language must be one of {CHOICES}, not {choice!r}")
+            raise InputError(f"interface language must be one of {CHOICES}, not {choice!r}")
         with self._lock:
             data = self._read()
             data[user] = choice

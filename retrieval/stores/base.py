@@ -7,7 +7,7 @@ mode). ``tests/retrieval/test_store_contract.py`` runs one suite against both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
@@ -204,6 +204,11 @@ class VectorStore(Protocol):
 
     def point_ids(self, conditions: Sequence[Clause] = ()) -> set[str]:
         """Ids of the points matching all conditions (all points by default)."""
+
+    def payloads(
+        self, conditions: Sequence[Clause] = (), batch: int = 1000
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every matching point's id and payload, a batch at a time (memory stays bounded)."""
 
     def query(self, request: StoreQuery) -> list[Hit]:
         """Top ``k`` chunks by dense, BM25 or fused hybrid score.

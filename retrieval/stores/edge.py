@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,26 @@ class EdgeStore:
             q.FacetRequest(key=key, limit=10_000, exact=True, filter=_filter(conditions))
         )
         return {str(h.value): int(h.count) for h in resp.hits}
+
+    def payloads(
+        self, conditions: Sequence[Clause] = (), batch: int = 1000
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self._shard is None:
+            return
+        offset: Any = None
+        while True:
+            recs, offset = self.shard.scroll(
+                q.ScrollRequest(
+                    offset=offset,
+                    limit=batch,
+                    filter=_filter(conditions),
+                    with_payload=True,
+                )
+            )
+            for r in recs:
+                yield str(r.id), dict(r.payload or {})
+            if offset is None:
+                return
 
     def point_ids(self, conditions: Sequence[Clause] = ()) -> set[str]:
         if self._shard is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,26 @@ class QdrantClientStore:
             self.collection, key, facet_filter=_filter(conditions), limit=10_000, exact=True
         )
         return {str(h.value): int(h.count) for h in resp.hits}
+
+    def payloads(
+        self, conditions: Sequence[Clause] = (), batch: int = 1000
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        if not self._exists():
+            return
+        offset: Any = None
+        while True:
+            recs, offset = self._client.scroll(
+                self.collection,
+                scroll_filter=_filter(conditions),
+                limit=batch,
+                offset=offset,
+                with_payload=True,
+                with_vectors=False,
+            )
+            for r in recs:
+                yield str(r.id), dict(r.payload or {})
+            if offset is None:
+                return
 
     def point_ids(self, conditions: Sequence[Clause] = ()) -> set[str]:
         if not self._exists():

@@ -107,6 +107,14 @@ def test_counts_and_facets(store: VectorStore) -> None:
     assert len(store.point_ids([Condition("doc_id", any=("pmid:1",))])) == 2
 
 
+def test_payloads_stream_every_point_in_batches(store: VectorStore) -> None:
+    got = dict(store.payloads(batch=4))  # 6 points: two batches
+    want = {p.id: dict(p.payload) for d in DOCS for p in _points(d)}
+    assert got == want
+    only = dict(store.payloads([Condition("source", any=("guideline",))], batch=1))
+    assert {v["doc_id"] for v in only.values()} == {"uspstf:3"} and len(only) == 2
+
+
 def test_doc_states_detect_complete_and_partial(store: VectorStore) -> None:
     states = store.doc_states(["pmid:1", "pmid:2", "pmid:404"])
     assert set(states) == {"pmid:1", "pmid:2"}

@@ -10,7 +10,8 @@
 - :mod:`ui.cli.eval_cmd`: ``eval retrieval``, ``eval qa``;
 - :mod:`ui.cli.train_cmd`: ``train export|curate|sft|grpo|plot|merge``;
 - :mod:`ui.cli.engine_cmd`: the data engine's ``train distill|trace|select``;
-- :mod:`ui.cli.models_cmd`: the auxiliary models' ``train rm``, ``eval rm``.
+- :mod:`ui.cli.models_cmd`: the auxiliary models' ``train rm``, ``eval rm``;
+- :mod:`ui.cli.ranking_cmd`: learned ranking's ``train retriever``, ``index reembed``.
 
 Each command parses its options, calls one library function and prints its typed result.
 """
@@ -24,6 +25,7 @@ from ui.cli import (
     ingest_cmd,
     models_cmd,
     query_cmd,
+    ranking_cmd,
     service_cmd,
     train_cmd,
 )
@@ -37,6 +39,7 @@ _COMMANDS = (
     ingest_cmd,
     models_cmd,
     query_cmd,
+    ranking_cmd,
     service_cmd,
     train_cmd,
 )  # registered on import

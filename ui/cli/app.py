@@ -31,7 +31,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 ingest_app = typer.Typer(no_args_is_help=True, help="Ingest a corpus into the index.")
-index_app = typer.Typer(no_args_is_help=True, help="Inspect the index.")
+index_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the index.")
 config_app = typer.Typer(no_args_is_help=True, help="Show the resolved settings.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure evidex on your own data.")
 train_app = typer.Typer(no_args_is_help=True, help="Training data and jobs (rl_training).")

@@ -1,0 +1,191 @@
+"""Learned ranking: the retriever adapted to a real corpus with the packaged MiniLM (pseudo-
+queries, BM25 hard negatives, MultipleNegativesRankingLoss), then the store re-embedded with it
+(resumable; the old store untouched until the new one is whole)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.pipeline import run_ingest
+from ingest.reembed import reembed
+from ingest.sources.files import records
+from retrieval.errors import ConfigError, InputError
+from retrieval.index import Index
+from retrieval.settings import load_settings
+from rl_training.auxiliary.retriever import (
+    RetrieverConfig,
+    adapt,
+    beir_pairs,
+    documents,
+    feedback_pairs,
+    mine_negatives,
+    pseudo_queries,
+)
+from tests.conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def corpus_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """60 PubMedQA abstracts (untitled) and 40 MedQuAD answers (titled by their question) in
+    a store of the packaged MiniLM."""
+    import gzip
+
+    tmp = tmp_path_factory.mktemp("ranking")
+    lines = shared_path("pubmedqa", "beir_dev", "corpus.jsonl").read_text().splitlines()[:60]
+    beir = tmp / "corpus.jsonl"
+    beir.write_text("\n".join(lines) + "\n")
+    with gzip.open(shared_path("guidelines", "medquad", "medquad_answered.jsonl.gz"), "rt") as f:
+        mq = [json.loads(next(f)) for _ in range(40)]
+    medquad = tmp / "medquad.jsonl"
+    medquad.write_text("".join(json.dumps(r) + "\n" for r in mq))
+    settings = load_settings(data_dir=tmp)
+    with Index(settings, tmp / "store") as idx:
+        run_ingest(records("beir", [beir], pmid_ids=True), idx, progress=False)
+        run_ingest(records("guidelines", [medquad]), idx, progress=False)
+    return tmp, tmp / "store"
+
+
+def test_pseudo_queries_and_negatives_from_the_store(corpus_store: tuple[Path, Path]) -> None:
+    tmp, store = corpus_store
+    with Index(load_settings(data_dir=tmp), store, create=False) as idx:
+        docs = documents(idx)
+        assert len(docs) == 100
+        pairs, skipped = pseudo_queries(docs, random.Random(0))
+        origins = {p.origin for p in pairs}
+        assert origins == {"title", "cloze"} and skipped <= 2
+        for p in pairs:
+            assert p.query and p.positive and p.query not in p.positive
+        mined = mine_negatives(idx, pairs[:30], random.Random(0))
+        assert sum(bool(p.negative) for p in mined) >= 28
+        assert all(p.negative != p.positive for p in mined)
+
+
+def test_adapted_retriever_learns_its_pairs_and_reembeds_the_store(
+    corpus_store: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.embedders import default_model_path
+
+    tmp, store = corpus_store
+    settings = load_settings(data_dir=tmp)
+    cfg = RetrieverConfig(out=tmp_path / "adapted", epochs=1, batch_size=16, min_documents=50)
+    with Index(settings, store, create=False) as idx:
+        report = adapt(idx, cfg)
+        pairs, _ = pseudo_queries(documents(idx), random.Random(1))
+        pairs = mine_negatives(idx, pairs[:40], random.Random(1))
+    assert report.pairs >= 80 and report.with_negative == report.pairs
+    assert set(report.by_origin) == {"title", "cloze"} and report.dim == 384
+    assert (cfg.out / "evidex_retriever.json").exists()
+
+    def margin(model: SentenceTransformer) -> float:  # positive minus hard-negative cosine
+        q = model.encode([p.query for p in pairs], normalize_embeddings=True)
+        pos = model.encode([p.positive for p in pairs], normalize_embeddings=True)
+        neg = model.encode([p.negative for p in pairs], normalize_embeddings=True)
+        return float(np.mean((q * pos).sum(1) - (q * neg).sum(1)))
+
+    before = margin(SentenceTransformer(str(default_model_path()), device="cpu"))
+    after = margin(SentenceTransformer(str(cfg.out), device="cpu"))
+    assert after > before + 0.01, (before, after)
+
+    # re-embed into a new store: same points and payloads, the new model recorded
+    copy = tmp_path / "copy"
+    r = reembed(settings, cfg.out, store, copy, batch=64, progress=False)
+    assert r.points == r.embedded and not r.replaced
+    with (
+        Index(settings, store, create=False) as old,
+        Index(
+            load_settings(data_dir=tmp, embedding={"model_path": cfg.out}), copy, create=False
+        ) as new,
+    ):
+        assert new.store.point_ids() == old.store.point_ids()
+        assert dict(new.store.payloads()) == dict(old.store.payloads())
+        assert new.store.info().embedding_model == "adapted"
+        assert new.search("mammography use among HMO women", k=3)
+    again = reembed(settings, cfg.out, store, copy, progress=False)
+    assert again.embedded == 0 and again.already_done == r.points
+
+
+def test_reembed_resumes_and_replaces_only_when_whole(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import ingest.reembed as mod
+
+    lines = shared_path("pubmedqa", "beir_dev", "corpus.jsonl").read_text().splitlines()[:60]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    settings = load_settings(data_dir=tmp_path, embedding={"model_path": tiny_model_dir})
+    work = tmp_path / "store"
+    with Index(settings, work) as idx:
+        run_ingest(records("beir", [tmp_path / "corpus.jsonl"]), idx, progress=False)
+        total = idx.store.count()
+        before = dict(idx.store.payloads())
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-adapted"))
+    calls = {"n": 0}
+    real = mod.PointRecord
+
+    def dying(*a, **kw):  # the job is killed after the first batch
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mod, "PointRecord", dying)
+    with pytest.raises(KeyboardInterrupt):
+        reembed(settings, model, work, None, batch=20, progress=False)
+    monkeypatch.setattr(mod, "PointRecord", real)
+    with Index(settings, work, create=False) as idx:  # untouched meanwhile
+        assert idx.store.count() == total and idx.store.info().embedding_model == "tiny-bert"
+    done = reembed(settings, model, work, None, batch=20, progress=False)
+    assert done.already_done == 20 and done.embedded == total - 20 and done.replaced
+    assert Path(done.backup or "").exists()
+    adapted = load_settings(data_dir=tmp_path, embedding={"model_path": model})
+    with Index(adapted, work, create=False) as idx:
+        assert idx.store.info().embedding_model == "tiny-adapted"
+        assert dict(idx.store.payloads()) == before
+        assert idx.search("programmed cell death in the lace plant", k=3)
+    with Index(settings, work, create=False) as idx, pytest.raises(Exception, match="tiny"):
+        idx.search("lace plant", k=3)  # the old model no longer matches the store
+    # another dimension in place: refused, the store untouched
+    with pytest.raises(ConfigError, match="give --out"):
+        reembed(adapted, __import__("retrieval.embedders").embedders.default_model_path(), work,
+                None, progress=False)  # fmt: skip
+    with pytest.raises(ConfigError, match="not a sentence-transformers model"):
+        reembed(settings, tmp_path, work, None, progress=False)
+
+
+def test_bad_input_is_named(corpus_store: tuple[Path, Path], tmp_path: Path) -> None:
+    tmp, store = corpus_store
+    settings = load_settings(data_dir=tmp)
+    with Index(settings, store, create=False) as idx:
+        with pytest.raises(InputError, match="of 100"):
+            adapt(idx, RetrieverConfig(out=tmp_path / "m", min_documents=500))
+        with pytest.raises(InputError, match="no feedback database"):
+            feedback_pairs(tmp_path / "none.sqlite", idx)
+        db = tmp_path / "fb.sqlite"
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE feedback (question TEXT, citations TEXT, rating INTEGER, "
+                        "abstained INTEGER)")  # fmt: skip
+            con.execute("INSERT INTO feedback VALUES ('q', '[]', -1, 0)")
+        with pytest.raises(InputError, match="no helpful-rated answer"):
+            feedback_pairs(db, idx)
+        with sqlite3.connect(db) as con:
+            cite = json.dumps([{"doc_id": "pmid:21645374", "sentence": "PCD in lace plant",
+                                "status": "verified"}])  # fmt: skip
+            con.execute("INSERT INTO feedback VALUES ('Do mitochondria play a role in PCD?', ?, "
+                        "1, 0)", (cite,))  # fmt: skip
+        (fb,) = feedback_pairs(db, idx)
+        assert fb.origin == "feedback" and fb.doc_id == "pmid:21645374"
+    with pytest.raises(InputError, match="not a BEIR folder"):
+        beir_pairs(tmp_path)
+    pairs = beir_pairs(shared_path("pubmedqa", "beir_dev"), exclude=["pqa-10808977"])
+    assert len(pairs) == 499 and all(p.origin == "pairs" for p in pairs)
+    with pytest.raises(ConfigError, match="batch_size must be at least 2"):
+        RetrieverConfig(out=tmp_path, batch_size=1)

@@ -1,0 +1,124 @@
+"""Learned ranking: ``evidex train retriever`` (adapt the bi-encoder to the store's corpus) and
+``evidex index reembed`` (rebuild the store's dense vectors with it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ui.cli.app import (
+    ConfigOpt,
+    JsonOpt,
+    StoreOpt,
+    command,
+    err,
+    index_app,
+    load,
+    open_index,
+    out,
+    train_app,
+)
+
+
+@command(train_app, "retriever")
+def train_retriever(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the adapted model is written.")],
+    store: StoreOpt = None,
+    pairs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--pairs",
+            help="A BEIR folder of supervised pairs (queries.jsonl, "
+            "corpus.jsonl, qrels/*.tsv); repeatable.",
+        ),
+    ] = None,
+    feedback: Annotated[
+        bool, typer.Option("--feedback", help="Add passages cited in answers rated helpful.")
+    ] = False,
+    exclude_queries: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude-queries",
+            help="A queries.jsonl whose ids never train (your evaluation queries).",
+        ),
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="Model folder to start from (default: the configured one).")
+    ] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the pairs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step (in-batch negatives).")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
+    max_pairs: Annotated[int, typer.Option(help="Most training pairs.")] = 50_000,
+    no_hard_negatives: Annotated[
+        bool, typer.Option("--no-hard-negatives", help="In-batch negatives only (no BM25 mining).")
+    ] = False,
+    min_documents: Annotated[int, typer.Option(help="Fewest usable documents to train on.")] = 20,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune the retriever on the store's own documents (titles, inverse-cloze sentences,
+    BM25 hard negatives), plus supervised pairs and clinicians' feedback when given."""
+    from rl_training.auxiliary.retriever import RetrieverConfig, adapt
+
+    settings = load(config, store)
+    cfg = RetrieverConfig(out=out_dir, base=base or settings.embedding.model_path, epochs=epochs,
+                          batch_size=batch_size, lr=lr, max_pairs=max_pairs,
+                          hard_negatives=not no_hard_negatives, min_documents=min_documents,
+                          device=device)  # fmt: skip
+    excluded: list[str] = []
+    if exclude_queries is not None:
+        from rl_training.auxiliary.retriever import _jsonl
+
+        excluded = [str(r["_id"]) for r in _jsonl(exclude_queries)]
+    index = open_index(settings, store, create=False)
+    try:
+        db = settings.chat.feedback_db or Path(settings.data_dir) / "feedback.sqlite"
+        report = adapt(index, cfg, pairs_dirs=pairs or (), exclude_queries=excluded,
+                       feedback_db=db if feedback else None)  # fmt: skip
+    finally:
+        index.close()
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+        return
+    origins = ", ".join(f"{k} {v}" for k, v in sorted(report.by_origin.items()))
+    out.print(f"trained {report.out} on {report.pairs} pairs ({origins}; "
+              f"{report.with_negative} with a hard negative) in {report.seconds:.0f} s "
+              f"on {report.device} ({report.pairs_per_s:.1f} pairs/s)")  # fmt: skip
+    err.print(f"use it: embedding.model_path = \"{report.out}\", then evidex index reembed "
+              f"--model {report.out}")  # fmt: skip
+
+
+@command(index_app, "reembed")
+def index_reembed(
+    model: Annotated[Path, typer.Option(help="The sentence-transformers model folder.")],
+    store: StoreOpt = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write a new store here (default: replace the store, the "
+            "old one kept as <store>.before-reembed).",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Chunks embedded per batch.")] = 256,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild the store's vectors with another model (resumable; the store is untouched until
+    the new vectors are complete)."""
+    from ingest.reembed import reembed
+
+    report = reembed(load(config, store), model, store, out_dir, batch=batch)
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+        return
+    out.print(f"re-embedded {report.points:,} chunks of {report.store} with {report.model} "
+              f"({report.embedded:,} embedded, {report.already_done:,} already done) in "
+              f"{report.seconds:.0f} s")  # fmt: skip
+    if report.backup:
+        err.print(f"the old store is kept at {report.backup}")
+    err.print(f'search it with embedding.model_path = "{model}"')
