@@ -67,9 +67,18 @@ class RetrieverConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seed of sampling and training."})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
+    train_max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Cut training texts to this many tokens (faster on a CPU); the saved "
+                          "model keeps its own limit. Empty: the model's limit."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.train_max_tokens is not None and self.train_max_tokens < 16:
+            raise ConfigError(
+                f"train_max_tokens must be at least 16, not {self.train_max_tokens!r}"
+            )
         self.base = Path(self.base) if self.base else None
         if not self.epochs > 0:
             raise ConfigError(f"epochs must be positive, not {self.epochs!r}")
@@ -309,6 +318,9 @@ def train_retriever(
     if negatives:
         data["negative"] = [p.negative for p in pairs]
     model = SentenceTransformer(str(base), device=device, local_files_only=True)
+    own_limit = model.max_seq_length
+    if cfg.train_max_tokens:
+        model.max_seq_length = min(own_limit or cfg.train_max_tokens, cfg.train_max_tokens)
     loss = MultipleNegativesRankingLoss(model)
     cfg.out.mkdir(parents=True, exist_ok=True)
     args = SentenceTransformerTrainingArguments(
@@ -331,6 +343,7 @@ def train_retriever(
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
+    model.max_seq_length = own_limit  # it embeds whole chunks, as the store's were
     model.save(str(cfg.out))
     by_origin: dict[str, int] = {}
     for p in pairs:
@@ -375,10 +388,13 @@ def adapt(
     pairs = pairs[: cfg.max_pairs]
     if cfg.hard_negatives:
         pairs = mine_negatives(index, pairs, rng)
-        if not all(p.negative for p in pairs):  # MNRL needs the same columns for every row
-            missing = sum(not p.negative for p in pairs)
-            log.info("%d pair(s) without a hard negative: trained on in-batch ones", missing)
-            pairs = [p for p in pairs if p.negative] if missing < 0.05 * len(pairs) else [
-                TrainPair(p.query, p.positive, p.doc_id, p.origin) for p in pairs]  # fmt: skip
+        missing = sum(not p.negative for p in pairs)
+        if missing:  # MNRL needs the same columns in every row
+            if missing < 0.05 * len(pairs):
+                log.info("%d pair(s) without a hard negative left out", missing)
+                pairs = [p for p in pairs if p.negative]
+            else:
+                log.info("%d pair(s) without a hard negative: in-batch negatives only", missing)
+                pairs = [TrainPair(p.query, p.positive, p.doc_id, p.origin) for p in pairs]
     log.info("training the retriever on %d pairs from %d documents", len(pairs), usable)
     return train_retriever(pairs, cfg, documents=len(docs), skipped=skipped)

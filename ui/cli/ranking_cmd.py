@@ -57,6 +57,9 @@ def train_retriever(
     ] = False,
     min_documents: Annotated[int, typer.Option(help="Fewest usable documents to train on.")] = 20,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    train_tokens: Annotated[
+        int | None, typer.Option(help="Cut training texts to N tokens (faster on a CPU).")
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -68,7 +71,7 @@ def train_retriever(
     cfg = RetrieverConfig(out=out_dir, base=base or settings.embedding.model_path, epochs=epochs,
                           batch_size=batch_size, lr=lr, max_pairs=max_pairs,
                           hard_negatives=not no_hard_negatives, min_documents=min_documents,
-                          device=device)  # fmt: skip
+                          device=device, train_max_tokens=train_tokens)  # fmt: skip
     excluded: list[str] = []
     if exclude_queries is not None:
         from rl_training.auxiliary.retriever import _jsonl
