@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from planner.chat import ChatError, ChatMessage, ChatModel, ChatResult
+from retrieval.chinese import CJK_RUN as _CJK_RUN
 from retrieval.chinese import has_cjk
 from retrieval.chinese import words as zh_words
 from retrieval.embedders import Embedder
@@ -47,7 +48,6 @@ _MARKER = re.compile(r"\s*\[(\d{1,3}(?:\s*[,;–-]\s*\d{1,3})*)\]")
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|et al|vs|approx|Fig|No|Dr|cf)\.$", re.IGNORECASE)
 _SENT_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u3400-\u9fff]+")
-_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 # one-character function words and question words of Chinese, never content
 _ZH_STOP = frozenset(
     """的 了 和 与 及 是 在 有 为 或 中 对 其 之 以 于 下 上 哪 哪一 哪项 哪个 什么 何 吗 呢 一 应

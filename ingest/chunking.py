@@ -109,7 +109,8 @@ class Chunker:
         ]
         return splitter
 
-    def _title_prefix(self, title: str) -> str:
+    def title_prefix(self, title: str) -> str:
+        """The (possibly shortened) title line every chunk of a document starts with."""
         title = " ".join(title.split())
         if not title:
             return ""
@@ -126,7 +127,7 @@ class Chunker:
 
     def chunk(self, doc: Document) -> list[Chunk]:
         """Chunks of ``doc`` in reading order; empty if the document has no text."""
-        prefix = self._title_prefix(doc.title)
+        prefix = self.title_prefix(doc.title)
         budget = self.limit - self._special - (self._count(prefix) if prefix else 0) - 2
         if budget < MIN_BODY_TOKENS:
             raise ChunkingError(

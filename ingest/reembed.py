@@ -130,7 +130,7 @@ def reembed(
                     continue
                 title = str(payload.get("title") or "")
                 if title not in prefixes:
-                    prefixes[title] = chunker._title_prefix(title)
+                    prefixes[title] = chunker.title_prefix(title)
                 pending.append((pid, payload, prefixes[title] + str(payload.get("text") or "")))
                 if len(pending) >= batch:
                     flush()

@@ -16,7 +16,9 @@ import re
 import threading
 from collections.abc import Callable
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+"""A run of Chinese characters (the one pattern evidex uses for Chinese)."""
+_CJK = CJK_RUN
 _LOCK = threading.Lock()
 _CUT: Callable[[str], list[str]] | None = None
 
@@ -63,12 +65,17 @@ def words(text: str) -> list[str]:
     >>> words("氯丙嗪的不良反应")
     ['氯丙嗪', '的', '不良反应']
     """
+    return list(_words(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _words(text: str) -> tuple[str, ...]:  # the verifier cuts the same clauses many times
     _cutter()
     try:
         import jieba
     except ImportError:  # pragma: no cover - jieba is a core dependency
-        return list(text)
-    return [w for w in jieba.lcut(text) if w]
+        return tuple(text)
+    return tuple(w for w in jieba.lcut(text) if w)
 
 
 def segment(text: str) -> str:

@@ -9,14 +9,12 @@ corpus line that does not, it is detected from the text.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
+from retrieval.chinese import CJK_RUN
 from retrieval.types import Document
 
 Lang = Literal["en", "zh", "other"]
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 CODES: dict[str, str] = {"en": "eng", "zh": "chi"}
 """Short language (as :func:`detect` gives) -> the stored ISO 639-2/B code."""
@@ -36,7 +34,7 @@ def detect(text: str) -> Lang:
     >>> detect("Помогает ли аспирин?"), detect("服用 aspirin 81 mg 的患者")
     ('other', 'zh')
     """
-    cjk = len(_CJK.findall(text))
+    cjk = sum(len(run) for run in CJK_RUN.findall(text))
     latin = sum(c.isascii() and c.isalpha() for c in text)
     letters = sum(c.isalpha() for c in text)
     if cjk and cjk >= 0.3 * max(letters, 1):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval.chinese import has_cjk
 from retrieval.errors import InputError
 
 
@@ -224,7 +224,6 @@ LEAD_WORDS = 12
 """How many of an untitled document's first words stand in for its title."""
 LEAD_CHARS_CJK = 30
 """... and how many characters of Chinese text, which has no spaces between words."""
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def lead_of(doc: Document) -> str:
@@ -242,7 +241,7 @@ def lead_of(doc: Document) -> str:
         words = sec.text.split()
         if words:
             lead = " ".join(words[:LEAD_WORDS])
-            return lead[:LEAD_CHARS_CJK] if _CJK_CHAR.search(lead[:LEAD_CHARS_CJK]) else lead
+            return lead[:LEAD_CHARS_CJK] if has_cjk(lead[:LEAD_CHARS_CJK]) else lead
     return ""
 
 

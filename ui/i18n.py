@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Literal
 
+from answer.digest import DESIGNS_ZH
 from answer.types import REVIEW_NOTICE, SOURCES_SAY_LABEL
 from retrieval.errors import InputError
 from retrieval.language import detect
@@ -128,15 +129,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "settings_invalid": ("evidex settings are invalid: {error}", "evidex 设置无效：{error}"),
 }  # fmt: skip
 
-BADGES_ZH = {
-    "practice_guideline": "指南",
-    "systematic_review": "系统综述",
-    "randomized_controlled_trial": "随机对照试验",
-    "clinical_study": "临床研究",
-    "review": "综述",
-    "case_report": "病例报告",
-    "other": "其他",
-}
+BADGES_ZH = {**DESIGNS_ZH, "other": "其他"}  # the digest's names; a badge says "other" short
 STANCES_ZH = {"supports": "支持", "contradicts": "反对", "mixed": "不一致",
               "does_not_address": "未涉及"}  # fmt: skip
 

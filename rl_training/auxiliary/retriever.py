@@ -13,13 +13,12 @@ usable by path in ``[embedding]`` (and then ``evidex index reembed``).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import random
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -208,6 +207,9 @@ def mine_negatives(
 def beir_pairs(folder: Path, exclude: Iterable[str] = ()) -> list[TrainPair]:
     """Supervised (query, relevant document) pairs of a BEIR folder (every qrels file with a
     positive score); queries in ``exclude`` (evaluation queries) are left out."""
+    from retrieval.evaluation import read_qrels, read_queries
+    from retrieval.jsonl import iter_jsonl
+
     folder = Path(folder)
     qfile, corpus = folder / "queries.jsonl", folder / "corpus.jsonl"
     qrels = sorted((folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
@@ -216,32 +218,19 @@ def beir_pairs(folder: Path, exclude: Iterable[str] = ()) -> list[TrainPair]:
             f"{folder} is not a BEIR folder: it needs queries.jsonl, corpus.jsonl and qrels/*.tsv"
         )
     skip = set(exclude)
-    queries = {str(r["_id"]): str(r.get("text") or "") for r in _jsonl(qfile)}
+    queries = read_queries(qfile)
     docs = {str(r["_id"]): " ".join(f"{r.get('title') or ''} {r.get('text') or ''}".split())
-            for r in _jsonl(corpus)}  # fmt: skip
+            for _, r in iter_jsonl(corpus)}  # fmt: skip
     out = []
     for f in qrels:
-        with f.open(newline="", encoding="utf-8") as fh:
-            for row in csv.reader(fh, delimiter="\t"):
-                if len(row) < 3 or not row[2].strip().lstrip("-").isdigit() or int(row[2]) <= 0:
-                    continue  # the header, or not relevant
-                qid, did = row[0], row[1]
-                if qid in skip or qid not in queries or did not in docs:
-                    continue
-                out.append(TrainPair(queries[qid], docs[did], f"beir:{did}", "pairs"))
+        for qid, judged in read_qrels(f).items():
+            if qid in skip or qid not in queries:
+                continue
+            out += [TrainPair(queries[qid], docs[did], f"beir:{did}", "pairs")
+                    for did, score in judged.items() if score > 0 and did in docs]  # fmt: skip
     if not out:
         raise InputError(f"{folder}: no usable (query, relevant document) pairs in its qrels")
     return out
-
-
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: invalid JSON: {exc.msg}") from exc
 
 
 def feedback_pairs(db: Path, index: Index) -> list[TrainPair]:

@@ -20,6 +20,7 @@ from retrieval.index import Index
 from retrieval.settings import load_settings
 from retrieval.types import Document, Section
 from tests.conftest import shared_path
+from tests.ingest.test_guidelines_beir import pdf_file
 
 
 def _explanations(n: int) -> list[dict]:
@@ -147,16 +148,7 @@ def make_zh_pdf(pages: list[str]) -> bytes:
             f"/Resources << /Font << /F1 3 0 R >> >> /Contents {7 + 2 * i} 0 R >>"
         )
         objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for n, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
-    xref = len(out)
-    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
-    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
-    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return out
+    return pdf_file(objs)
 
 
 def test_a_chinese_pdf_keeps_its_pages_and_language(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -181,6 +181,11 @@ def make_pdf(pages: list[str]) -> bytes:
             f"/Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>"
         )
         objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+    return pdf_file(objs)
+
+
+def pdf_file(objs: list[str]) -> bytes:
+    """A PDF file of these objects (object 1 the catalog), with its cross-reference table."""
     out = b"%PDF-1.4\n"
     offsets = []
     for n, body in enumerate(objs, 1):

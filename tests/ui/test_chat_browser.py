@@ -257,16 +257,23 @@ def test_clinician_session_in_a_real_browser(
     assert audit.count('"event": "ask"') == 2 and '"event": "feedback"' in audit
 
 
-def _sign_in(browser: WebDriver, url: str) -> None:
+EN_LOGIN = ("User name", "Password", "Sign in", "Signed in as alice",
+            "a licensed clinician must review")  # fmt: skip
+
+
+def _sign_in(browser: WebDriver, url: str, labels: tuple[str, ...] = EN_LOGIN) -> None:
+    """Sign in as alice; ``labels``: user and password fields, button, the signed-in line and
+    a piece of the review notice, in the page's language."""
+    user, password, button, signed_in, notice = labels
     browser.delete_all_cookies()
     browser.get(url)
-    _input(browser, "User name").send_keys("alice")
-    _input(browser, "Password").send_keys(PASSWORD)
-    browser.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
-    _wait(browser).until(_text_on_page("Signed in as alice"))
+    _input(browser, user).send_keys("alice")
+    _input(browser, password).send_keys(PASSWORD)
+    browser.find_element(By.XPATH, f"//button[.//p[text()='{button}']]").click()
+    _wait(browser).until(_text_on_page(signed_in))
     # The sidebar can show the user while the main area still holds the stale login form for
     # a moment (Streamlit's rerun): wait for the chat page itself.
-    _wait(browser).until(_text_on_page("a licensed clinician must review"))
+    _wait(browser).until(_text_on_page(notice))
 
 
 def _answered(n: int, done: str = "Was this answer right?"):  # type: ignore[no-untyped-def]
@@ -306,13 +313,7 @@ def test_a_chinese_session_in_a_real_browser(
     zh_chat_url: tuple[str, list[dict]], browser: WebDriver, last_page: None
 ) -> None:
     url, rows = zh_chat_url
-    browser.delete_all_cookies()
-    browser.get(url)
-    _input(browser, "用户名").send_keys("alice")
-    _input(browser, "密码").send_keys(PASSWORD)
-    browser.find_element(By.XPATH, "//button[.//p[text()='登录']]").click()
-    _wait(browser).until(_text_on_page("已登录：alice"))
-    _wait(browser).until(_text_on_page("须由执业临床医师审核"))  # the review notice, in Chinese
+    _sign_in(browser, url, ("用户名", "密码", "登录", "已登录：alice", "须由执业临床医师审核"))
     _ask(browser, rows[3]["question"])
     last = _wait(browser, 300).until(_answered(2, "这个回答正确吗？"))
     assert isinstance(last, WebElement)

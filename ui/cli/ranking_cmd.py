@@ -74,9 +74,9 @@ def train_retriever(
                           device=device, train_max_tokens=train_tokens)  # fmt: skip
     excluded: list[str] = []
     if exclude_queries is not None:
-        from rl_training.auxiliary.retriever import _jsonl
+        from retrieval.evaluation import read_queries
 
-        excluded = [str(r["_id"]) for r in _jsonl(exclude_queries)]
+        excluded = list(read_queries(exclude_queries))
     index = open_index(settings, store, create=False)
     try:
         db = settings.chat.feedback_db or Path(settings.data_dir) / "feedback.sqlite"
