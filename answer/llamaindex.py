@@ -83,11 +83,13 @@ class EvidexRetriever(BaseRetriever):
         return cls(Searcher(settings), k=k, filters=filters)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self.searcher.search(query_bundle.query_str, k=self.k, filters=self.filters)
+        hits = self.searcher.search(query_bundle.query_str, k=self.k, filters=self.filters,
+                                    rerank=True)  # fmt: skip
         return [to_node(p) for p in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = await self.searcher.asearch(query_bundle.query_str, k=self.k, filters=self.filters)
+        hits = await self.searcher.asearch(query_bundle.query_str, k=self.k,
+                                           filters=self.filters, rerank=True)  # fmt: skip
         return [to_node(p) for p in hits]
 
 

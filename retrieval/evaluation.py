@@ -11,11 +11,11 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from retrieval.errors import InputError
+from retrieval.errors import ConfigError, InputError
 from retrieval.jsonl import iter_jsonl
 from retrieval.stores.base import SearchMode
 from retrieval.types import ScoredPassage
@@ -107,8 +107,10 @@ class MethodResult:
     p50_ms: float
     p95_ms: float
     queries: int
+    stages: Mapping[str, float] = field(default_factory=dict)
+    """Median milliseconds per search stage (embed, query, rerank) when they were timed."""
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "recall@10": round(self.recall_10, 4),
             "ndcg@10": round(self.ndcg_10, 4),
@@ -116,6 +118,7 @@ class MethodResult:
             "p50_ms": round(self.p50_ms, 2),
             "p95_ms": round(self.p95_ms, 2),
             "queries": self.queries,
+            "stages_ms": {k: round(v, 2) for k, v in self.stages.items()},
         }
 
 
@@ -125,15 +128,20 @@ def evaluate(
     qrels: Mapping[str, Mapping[str, int]],
     key: Callable[[ScoredPassage], str] = corpus_id,
     progress: Callable[[int], None] | None = None,
+    timings: Callable[[], Mapping[str, float]] | None = None,
 ) -> MethodResult:
-    """Run every judged query through ``search`` and score the ranked documents."""
+    """Run every judged query through ``search`` and score the ranked documents;
+    ``timings`` (read after each search) gives that search's milliseconds per stage."""
     r10, n10, mrr, lat = [], [], [], []
+    stages: dict[str, list[float]] = {}
     for qid, rels in qrels.items():
         if qid not in queries:
             continue
         t = time.perf_counter()
         hits = search(queries[qid])
         lat.append((time.perf_counter() - t) * 1000)
+        for name, ms in (timings() if timings else {}).items():
+            stages.setdefault(name.removesuffix("_ms"), []).append(ms)
         ranked = documents(hits, key)
         r10.append(recall_at(ranked, rels, 10))
         n10.append(ndcg_at(ranked, rels, 10))
@@ -151,6 +159,7 @@ def evaluate(
         statistics.median(lat),
         p95,
         len(lat),
+        {name: statistics.median(v) for name, v in stages.items()},
     )
 
 
@@ -160,13 +169,26 @@ BASELINES: dict[str, str] = {"bm25": "sparse", "dense": "dense", "hybrid": "hybr
 """The baselines ``--baselines`` adds: BM25 only, dense only, and hybrid (RRF) without the
 reranker and the evidence-aware ranking, each with its search mode."""
 
+RERANKED = "evidex + rerank"
+"""The method ``--rerank`` adds: the configured pipeline with its reranker."""
 
-def methods_for(index: Index, baselines: bool = False) -> dict[str, SearchFn]:
-    """The configured pipeline (``evidex``) and, with ``baselines``, the plain modes, each as
-    a function from a query to its top 100 passages (one per document)."""
+
+def methods_for(index: Index, baselines: bool = False, rerank: bool = False) -> dict[str, SearchFn]:
+    """The configured pipeline without a reranker (``evidex``, as plain search runs), with
+    ``rerank`` also with the configured reranker (as ``ask`` runs), and with ``baselines``
+    the plain modes; each a function from a query to its top 100 passages (one per
+    document)."""
+    if rerank and index.reranker is None:
+        raise ConfigError(
+            "--rerank needs a reranker: set search.rerank.kind and search.rerank.model_path "
+            "(evidex train reranker makes one), or pass --reranker PATH"
+        )
 
     def configured(q: str) -> list[ScoredPassage]:
-        return index.search(q, k=100, max_per_doc=1)
+        return index.search(q, k=100, max_per_doc=1, rerank=False)
+
+    def reranked(q: str) -> list[ScoredPassage]:
+        return index.search(q, k=100, max_per_doc=1, rerank=True)
 
     def baseline(mode: SearchMode) -> SearchFn:
         def run(q: str) -> list[ScoredPassage]:
@@ -176,6 +198,8 @@ def methods_for(index: Index, baselines: bool = False) -> dict[str, SearchFn]:
         return run
 
     out: dict[str, SearchFn] = {"evidex": configured}
+    if rerank:
+        out[RERANKED] = reranked
     if baselines:
         out.update({name: baseline(mode) for name, mode in BASELINES.items()})  # type: ignore[arg-type]
     return out
@@ -188,6 +212,7 @@ def evaluate_index(
     *,
     baselines: bool = False,
     limit: int | None = None,
+    rerank: bool = False,
 ) -> dict[str, MethodResult]:
     """Every method of :func:`methods_for` on a BEIR query set, with a progress bar each."""
     from tqdm import tqdm
@@ -197,7 +222,8 @@ def evaluate_index(
     if limit:
         judged = dict(list(judged.items())[:limit])
     results = {}
-    for name, fn in methods_for(index, baselines).items():
+    for name, fn in methods_for(index, baselines, rerank).items():
         with tqdm(total=len(judged), desc=f"eval {name}", disable=None) as bar:
-            results[name] = evaluate(fn, qs, judged, progress=bar.update)
+            results[name] = evaluate(fn, qs, judged, progress=bar.update,
+                                     timings=lambda: dict(index.last_timings))  # fmt: skip
     return results

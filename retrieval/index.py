@@ -298,6 +298,7 @@ class Index:
         per_doc_cap = max_per_doc or s.max_per_doc
         clauses = [*conditions, *(filters.clauses() if filters else [])]
         timings: dict[str, float] = {}
+        self.last_timings = timings  # filled below: milliseconds per stage of this search
         t0 = time.perf_counter()
         if _vectors is not None:
             dense, sparse, learned = _vectors
@@ -332,7 +333,10 @@ class Index:
         cands = ranking_steps.fused(hits)
         if reranker is not None:
             t0 = time.perf_counter()
-            cands = ranking_steps.rerank(query, cands, reranker, s.rerank.candidates)
+            weight = s.rerank.weight
+            if weight is None:
+                weight = float(getattr(reranker, "weight", 1.0))
+            cands = ranking_steps.rerank(query, cands, reranker, s.rerank.candidates, weight)
             timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
         cands = ranking_steps.score(cands, s, bonuses=ranking)
         if s.mmr_lambda is not None and len(cands) > 1:
@@ -340,7 +344,6 @@ class Index:
             cands = ranking_steps.mmr_order(cands, vectors, s.mmr_lambda)
         out = ranking_steps.cap_per_document(cands, k, per_doc_cap, merge=s.merge_neighbors)
         log.debug("search timings %s", timings)
-        self.last_timings = timings
         return out
 
     def document(self, doc_id: str, limit: int = 8) -> list[ScoredPassage]:
@@ -397,6 +400,8 @@ class Index:
         k: int | None = None,
         mode: SearchMode | None = None,
         filters: SearchFilters | None = None,
+        *,
+        rerank: bool = True,
     ) -> list[list[ScoredPassage]]:
         """:meth:`search` for many queries, embedding them in one encoder call."""
         if not queries:
@@ -417,7 +422,7 @@ class Index:
             else {}
         )
         return [
-            self.search(q, k=k, mode=mode, filters=filters, _vectors=vectors.get(q))
+            self.search(q, k=k, mode=mode, filters=filters, rerank=rerank, _vectors=vectors.get(q))
             for q in cleaned
         ]
 

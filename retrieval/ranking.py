@@ -141,14 +141,17 @@ def fused(hits: Sequence[Hit]) -> list[Candidate]:
     return [Candidate(h, h.score / top, dict(h.parts)) for h in hits]
 
 
-def rerank(query: str, cands: list[Candidate], reranker: Reranker, n: int) -> list[Candidate]:
-    """The reranker's scores become the relevance of the first ``n`` candidates; the
+def rerank(
+    query: str, cands: list[Candidate], reranker: Reranker, n: int, weight: float = 1.0
+) -> list[Candidate]:
+    """The relevance of the first ``n`` candidates becomes ``weight`` times the reranker's
+    probability plus ``1 - weight`` times their fused relevance (1: the reranker alone); the
     unreranked tail gets 0 and sorts last."""
     head = cands[:n]
     scores = reranker.score(query, [str(c.payload.get("text", "")) for c in head])
     for c, sc in zip(head, scores, strict=True):
         c.parts["rerank"] = sc
-        c.relevance = sc
+        c.relevance = weight * sc + (1.0 - weight) * c.relevance
     for c in cands[n:]:
         c.relevance = 0.0
     return cands

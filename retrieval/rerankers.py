@@ -30,6 +30,18 @@ class Reranker(Protocol):
         """One relevance probability per passage."""
 
 
+def trained_weight(path: Path) -> float:
+    """The blend weight ``evidex train reranker`` chose for the model in ``path`` on held-out
+    queries (``evidex_reranker.json``); 1.0 (the reranker alone) for any other model."""
+    import json
+
+    meta = Path(path) / "evidex_reranker.json"
+    try:
+        return float(json.loads(meta.read_text()).get("weight", 1.0)) if meta.exists() else 1.0
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise EmbedderError(f"{meta} is not valid: {exc}") from exc
+
+
 class CrossEncoderReranker:
     """A sentence-transformers ``CrossEncoder`` from a local folder."""
 
@@ -42,6 +54,7 @@ class CrossEncoderReranker:
         self._batch = batch_size
         self._name = Path(path).name
         self._lock = threading.Lock()
+        self.weight = trained_weight(Path(path))
 
     @property
     def name(self) -> str:

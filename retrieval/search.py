@@ -48,11 +48,14 @@ class Searcher:
         k: int | None = None,
         filters: FiltersLike = None,
         mode: SearchMode | None = None,
+        rerank: bool = False,
     ) -> list[ScoredPassage]:
-        """Top ``k`` passages for ``query``, best first, with their score parts."""
+        """Top ``k`` passages for ``query``, best first, with their score parts; with
+        ``rerank`` the configured reranker reads the top candidates (slower: interactive
+        search leaves it out, answering uses it)."""
         f = as_filters(filters)
         with self._lock:
-            return self.index.search(query, k=k, mode=mode, filters=f)
+            return self.index.search(query, k=k, mode=mode, filters=f, rerank=rerank)
 
     def search_batch(
         self,
@@ -60,11 +63,14 @@ class Searcher:
         k: int | None = None,
         filters: FiltersLike = None,
         mode: SearchMode | None = None,
+        rerank: bool = True,
     ) -> list[list[ScoredPassage]]:
-        """One result list per query (the query embeddings are computed in one batch)."""
+        """One result list per query (the query embeddings are computed in one batch); the
+        answer pipeline's call, so the configured reranker is used unless ``rerank=False``."""
         f = as_filters(filters)
         with self._lock:
-            return self.index.search_many(list(queries), k=k, mode=mode, filters=f)
+            return self.index.search_many(list(queries), k=k, mode=mode, filters=f,
+                                          rerank=rerank)  # fmt: skip
 
     async def asearch(
         self,
@@ -72,9 +78,10 @@ class Searcher:
         k: int | None = None,
         filters: FiltersLike = None,
         mode: SearchMode | None = None,
+        rerank: bool = False,
     ) -> list[ScoredPassage]:
         """:meth:`search` without blocking the event loop."""
-        return await asyncio.to_thread(self.search, query, k, filters, mode)
+        return await asyncio.to_thread(self.search, query, k, filters, mode, rerank)
 
     async def asearch_batch(
         self,

@@ -100,6 +100,9 @@ class SearchRequest(BaseModel):
     k: int | None = Field(None, ge=1, le=1000, description="Passages to return.")
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(None, description="Search mode.")
     filters: SearchFilters | None = Field(None, description="Restrictions; see SearchFilters.")
+    rerank: bool = Field(
+        False, description="Let the configured reranker read the top candidates (slower)."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -346,7 +349,9 @@ def create_app(
     @app.post("/search", response_model=SearchResponse)
     async def search(req: SearchRequest) -> SearchResponse:
         check_k(req.k, "k")
-        hits = await worker.run(searcher.search, req.query, req.k, req.filters, req.mode)
+        hits = await worker.run(
+            searcher.search, req.query, req.k, req.filters, req.mode, req.rerank
+        )
         return SearchResponse(query=req.query, results=hits)
 
     @app.post("/retrieve")

@@ -155,6 +155,14 @@ class RerankSettings(_Stage):
     model_path: Path | None = Field(None, description="Local folder of the reranker model.")
     candidates: int = Field(30, ge=1, le=500, description="Top fused hits the reranker reads.")
     batch_size: int = Field(32, ge=1, description="Pairs per reranker call.")
+    weight: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of the reranker's probability in a candidate's relevance; the rest "
+        "is its fused first-stage score (1: the reranker alone). Empty: the weight evidex "
+        "train reranker chose on held-out queries (evidex_reranker.json), else 1.",
+    )
 
 
 class SearchSettings(_Stage):

@@ -266,7 +266,7 @@ def feedback_pairs(db: Path, index: Index) -> list[TrainPair]:
 # -- training ----------------------------------------------------------------------------------
 
 
-def _device(choice: str) -> str:
+def pick_device(choice: str) -> str:
     import torch
 
     if choice == "auto":
@@ -294,7 +294,7 @@ def train_retriever(
     if len(pairs) < 2:
         raise InputError(f"{len(pairs)} training pair(s): too few to train on")
     base = cfg.base or default_model_path()
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     rng = random.Random(cfg.seed)
     pairs = list(pairs)
     rng.shuffle(pairs)
@@ -342,11 +342,42 @@ def train_retriever(
         with_negative=sum(bool(p.negative) for p in pairs) if negatives else 0,
         documents=documents, skipped_documents=skipped, seconds=round(seconds, 2),
         pairs_per_s=round(len(pairs) * cfg.epochs / seconds, 2) if seconds else 0.0,
-        device=device, dim=int(model.get_sentence_embedding_dimension() or 0),
+        device=device, dim=int(model.get_embedding_dimension() or 0),
     )  # fmt: skip
     meta = {**report.as_dict(), "config": {k: str(v) for k, v in asdict(cfg).items()}}
     (cfg.out / "evidex_retriever.json").write_text(json.dumps(meta, indent=1))
     return report
+
+
+def collect_pairs(
+    index: Index,
+    rng: random.Random,
+    *,
+    min_documents: int,
+    max_pairs: int,
+    pairs_dirs: Sequence[Path] = (),
+    feedback_db: Path | None = None,
+    exclude_queries: Iterable[str] = (),
+) -> tuple[list[TrainPair], int, int]:
+    """The training pairs both ranking models learn from: the store's pseudo-queries, BEIR
+    pairs and helpful-rated feedback, shuffled and cut to ``max_pairs``; with the number of
+    documents and of documents without usable text. Refused when fewer than
+    ``min_documents`` documents have usable text."""
+    docs = documents(index)
+    pairs, skipped = pseudo_queries(docs, rng)
+    usable = len(docs) - skipped
+    if usable < min_documents:
+        raise InputError(
+            f"the store has {usable} document(s) with usable text (of {len(docs)}); training "
+            f"needs at least {min_documents} (--min-documents): ingest more first"
+        )
+    exclude = list(exclude_queries)
+    for d in pairs_dirs:
+        pairs += beir_pairs(d, exclude)
+    if feedback_db is not None:
+        pairs += feedback_pairs(feedback_db, index)
+    rng.shuffle(pairs)
+    return pairs[:max_pairs], len(docs), skipped
 
 
 def adapt(
@@ -360,21 +391,11 @@ def adapt(
     """The whole job: pseudo-queries from ``index`` (with BM25 hard negatives), plus BEIR
     pairs and helpful-rated feedback when given; then training."""
     rng = random.Random(cfg.seed)
-    docs = documents(index)
-    pairs, skipped = pseudo_queries(docs, rng)
-    usable = len(docs) - skipped
-    if usable < cfg.min_documents:
-        raise InputError(
-            f"the store has {usable} document(s) with usable text (of {len(docs)}); training "
-            f"needs at least {cfg.min_documents} (--min-documents): ingest more first"
-        )
-    exclude = list(exclude_queries)
-    for d in pairs_dirs:
-        pairs += beir_pairs(d, exclude)
-    if feedback_db is not None:
-        pairs += feedback_pairs(feedback_db, index)
-    rng.shuffle(pairs)
-    pairs = pairs[: cfg.max_pairs]
+    pairs, n_docs, skipped = collect_pairs(
+        index, rng, min_documents=cfg.min_documents, max_pairs=cfg.max_pairs,
+        pairs_dirs=pairs_dirs, feedback_db=feedback_db, exclude_queries=exclude_queries,
+    )  # fmt: skip
+    usable = n_docs - skipped
     if cfg.hard_negatives:
         pairs = mine_negatives(index, pairs, rng)
         missing = sum(not p.negative for p in pairs)
@@ -386,4 +407,4 @@ def adapt(
                 log.info("%d pair(s) without a hard negative: in-batch negatives only", missing)
                 pairs = [TrainPair(p.query, p.positive, p.doc_id, p.origin) for p in pairs]
     log.info("training the retriever on %d pairs from %d documents", len(pairs), usable)
-    return train_retriever(pairs, cfg, documents=len(docs), skipped=skipped)
+    return train_retriever(pairs, cfg, documents=n_docs, skipped=skipped)

@@ -46,6 +46,16 @@ def test_rerank_scores_the_head_and_sinks_the_tail() -> None:
     assert order == ["b", "a", "c"]
 
 
+def test_rerank_weight_blends_the_reranker_with_the_fused_relevance() -> None:
+    # fused relevance 1.0, 0.5; reranker 0.1, 0.2: half and half gives 0.55 and 0.35
+    cands = ranking.fused([_hit("a", 2, "d1"), _hit("b", 1, "d2")])
+    out = ranking.rerank("q", cands, _Reranker(), n=2, weight=0.5)
+    assert [round(c.relevance, 3) for c in out] == [0.55, 0.35]
+    assert [round(c.parts["rerank"], 3) for c in out] == [0.1, 0.2]
+    order = [c.hit.id for c in ranking.score(out, SearchSettings(), bonuses=False)]
+    assert order == ["a", "b"]  # the reranker alone would put b first
+
+
 def test_score_adds_evidence_and_recency_bonuses_and_breaks_ties() -> None:
     s = SearchSettings(evidence_weight=0.5, recency_weight=0.0)
     guideline = _hit("g", 1.0, "d1", evidence_level="practice_guideline")

@@ -28,23 +28,46 @@ def eval_retrieval(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Evaluate only the first N queries.")
     ] = None,
+    rerank: Annotated[
+        bool,
+        typer.Option(
+            "--rerank", help="Also run the configured search with its reranker (as ask does)."
+        ),
+    ] = False,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(
+            help="A CrossEncoder folder to rerank with (evidex train reranker's output); "
+            "implies --rerank."
+        ),
+    ] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recall@10, nDCG@10, MRR@100 and latency of the configured search on a BEIR dataset."""
+    """Recall@10, nDCG@10, MRR@100 and latency (whole and per stage) of the configured search
+    on a BEIR dataset; plain search runs without the reranker, --rerank adds it."""
     from ingest.pipeline import ingest_paths
     from retrieval.evaluation import evaluate_index
 
     settings = load(config, store)
+    if reranker is not None:
+        settings.search.rerank.kind = "cross-encoder"
+        settings.search.rerank.model_path = reranker
+        rerank = True
     if store is None:  # a throw-away store
         settings.store.path = Path(tempfile.mkdtemp(prefix="evidex-eval-")) / "index"
     index = open_index(settings, store, create=True)
     try:
+        if rerank and index.reranker is None:  # before ingesting: fail fast
+            from retrieval.evaluation import methods_for
+
+            methods_for(index, rerank=True)
         for path in [corpus, *(extra or [])]:
             report = ingest_paths([path], index, desc=f"ingest {path.name}")
             render.problems(report.problems, 5)
-        results = evaluate_index(index, queries, qrels, baselines=baselines, limit=limit)
+        results = evaluate_index(index, queries, qrels, baselines=baselines, limit=limit,
+                                 rerank=rerank)  # fmt: skip
     finally:
         index.close()
     render.retrieval_results(results, as_json, f"retrieval on {qrels}")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from retrieval.errors import UsageError
+from retrieval.errors import ConfigError, UsageError
 from ui.cli import render
 from ui.cli.app import (
     ConfigOpt,
@@ -85,6 +85,12 @@ def search(
     ] = False,
     grade: GradeOpt = None,
     why: Annotated[bool, typer.Option(help="Show each hit's score parts.")] = False,
+    rerank: Annotated[
+        bool,
+        typer.Option(
+            "--rerank", help="Let the configured reranker read the top hits (slower; ask does)."
+        ),
+    ] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -107,7 +113,12 @@ def search(
         note = index.language_note(question)
         if note and not as_json:
             err.print(f"note: {note}", highlight=False, markup=False)
-        found = index.search(question, k=k, mode=mode, filters=filters)
+        if rerank and index.reranker is None:
+            raise ConfigError(
+                "--rerank needs a reranker: set search.rerank.kind and search.rerank.model_path "
+                "(evidex train reranker makes one)"
+            )
+        found = index.search(question, k=k, mode=mode, filters=filters, rerank=rerank)
     finally:
         index.close()
     render.hits(found, as_json, question, why=why)

@@ -167,8 +167,10 @@ def retrieval_results(results: Mapping[str, Any], as_json: bool, title: str) -> 
     t.add_column("method")
     for col in RETRIEVAL_COLUMNS:
         t.add_column(col, justify="right")
+    t.add_column("median ms per stage")
     for name, r in rows.items():
-        t.add_row(name, *(str(r[c]) for c in RETRIEVAL_COLUMNS))
+        stages = " · ".join(f"{k} {v:.1f}" for k, v in r.get("stages_ms", {}).items())
+        t.add_row(name, *(str(r[c]) for c in RETRIEVAL_COLUMNS), stages)
     out.print(t)
 
 

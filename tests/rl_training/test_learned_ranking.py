@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import Request
 
 from ingest.pipeline import run_ingest
 from ingest.reembed import reembed
@@ -189,3 +190,165 @@ def test_bad_input_is_named(corpus_store: tuple[Path, Path], tmp_path: Path) -> 
     assert len(pairs) == 499 and all(p.origin == "pairs" for p in pairs)
     with pytest.raises(ConfigError, match="batch_size must be at least 2"):
         RetrieverConfig(out=tmp_path, batch_size=1)
+
+
+# -- the reranker ------------------------------------------------------------------------------
+
+
+def _teacher_app() -> object:
+    """An OpenAI-compatible teacher: grade 3 when the passage holds two of the query's longer
+    words, else 0; no grade at all for queries that mention 'lace'."""
+    import re
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def complete(request: Request) -> dict[str, object]:
+        user = (await request.json())["messages"][-1]["content"]
+        query, passage = user.split("\n\nPassage: ", 1)
+        words = set(re.findall(r"[a-z]{6,}", query.lower()))
+        shared = len(words & set(re.findall(r"[a-z]{6,}", passage.lower())))
+        text = "I cannot say." if "lace" in query.lower() else json.dumps(
+            {"grade": 3 if shared >= 2 else 0})  # fmt: skip
+        return {"model": "teacher", "choices": [{"message": {"content": text}}]}
+
+    return app
+
+
+def test_trained_reranker_orders_its_candidates_and_serves_ask_not_plain_search(
+    corpus_store: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from rl_training.auxiliary.reranker import RerankerConfig, load_base, mine_candidates, train
+    from rl_training.auxiliary.retriever import collect_pairs
+    from ui.cli import app
+
+    tmp, store = corpus_store
+    settings = load_settings(data_dir=tmp)
+    cfg = RerankerConfig(out=tmp_path / "rr", layers=1, max_length=64, negatives=2,
+                         max_pairs=60, epochs=4, batch_size=16, lr=3e-4, validation=0.2,
+                         min_documents=50)  # fmt: skip
+    with Index(settings, store, create=False) as idx:
+        report = train(idx, cfg)
+        rng = random.Random(cfg.seed)  # the trainer's own draw: its queries and negatives
+        pairs, _, _ = collect_pairs(idx, rng, min_documents=1, max_pairs=60)
+        negs = mine_candidates(idx, pairs, rng, 2, cfg.candidates)
+    kept = [(p, n) for p, n in zip(pairs, negs, strict=True) if n]
+    assert report.held_out == int(0.2 * len(kept)) == 12
+    pairs, negs = [p for p, _ in kept[12:]], [n for _, n in kept[12:]]  # the trained ones
+    assert report.layers == 1 and report.positives == len(pairs)
+    assert report.examples == len(pairs) + sum(len(n) for n in negs)
+    assert report.latency_passages == 30 and report.latency_ms > 0
+    meta = json.loads((cfg.out / "evidex_reranker.json").read_text())
+    assert meta["layers"] == 1 and meta["weight"] == report.weight
+
+    def ordered(model: object) -> float:  # share of queries whose own passage scores first
+        wins = 0
+        for p, n in zip(pairs, negs, strict=True):
+            s = model.predict([(p.query, t) for t in [p.positive, *n]], show_progress_bar=False)
+            wins += int(np.argmax(s) == 0)
+        return wins / len(pairs)
+
+    from sentence_transformers import CrossEncoder
+
+    from retrieval.embedders import default_model_path
+
+    before = ordered(load_base(default_model_path(), 1, 64, "cpu"))
+    after = ordered(CrossEncoder(str(cfg.out), device="cpu", local_files_only=True))
+    assert after >= 0.7 and after > before + 0.25, (before, after)
+
+    # served: ask's path reranks (search_many), plain search only when asked
+    served = load_settings(data_dir=tmp, search={"rerank": {"kind": "cross-encoder",
+                                                            "model_path": cfg.out}})  # fmt: skip
+    q = "Do mitochondria play a role in remodelling lace plant leaves during programmed cell death?"
+    with Index(served, store, create=False) as idx:
+        (asked,) = idx.search_many([q], k=5)
+        assert all("rerank" in h.score_parts for h in asked)
+        assert "rerank_ms" in idx.last_timings
+    cfg_file = tmp_path / "rerank.toml"
+    cfg_file.write_text(f'[search.rerank]\nkind = "cross-encoder"\nmodel_path = "{cfg.out}"\n'
+                        f'[store]\npath = "{store}"\n')  # fmt: skip
+    runner = CliRunner()
+    plain = runner.invoke(app, ["search", q, "--config", str(cfg_file), "--json", "-k", "3"])
+    assert plain.exit_code == 0, plain.output
+    assert all("rerank" not in h["score_parts"] for h in json.loads(plain.stdout)["results"])
+    ranked = runner.invoke(app, ["search", q, "--rerank", "--config", str(cfg_file), "--json"])
+    assert ranked.exit_code == 0 and all("rerank" in h["score_parts"]
+                                         for h in json.loads(ranked.stdout)["results"])  # fmt: skip
+
+    # eval retrieval --rerank: both rows, the rerank stage timed
+    beir = shared_path("pubmedqa", "beir_dev")
+    res = runner.invoke(app, ["eval", "retrieval", "--corpus", str(tmp / "corpus.jsonl"),
+                              "--queries", str(beir / "queries.jsonl"), "--qrels",
+                              str(beir / "qrels" / "test.tsv"), "--limit", "8", "--reranker",
+                              str(cfg.out), "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert set(rows) == {"evidex", "evidex + rerank"}
+    assert "rerank" in rows["evidex + rerank"]["stages_ms"]
+    assert "rerank" not in rows["evidex"]["stages_ms"] and "embed" in rows["evidex"]["stages_ms"]
+    no_reranker = runner.invoke(app, ["search", q, "--rerank", "--store", str(store)])
+    assert no_reranker.exit_code == 1, no_reranker.output
+    assert "needs a reranker" in no_reranker.output
+
+
+def test_teacher_grades_relabel_pairs_and_failures_keep_binary_labels() -> None:
+    from answer.llm import OpenAIChat
+    from retrieval.settings import LLMSettings
+    from rl_training.auxiliary.reranker import RerankExample, teacher_label
+    from tests.llama_server import serve_app
+
+    stroke = "aspirin secondary prevention stroke"
+    rows = [
+        RerankExample(stroke, "Aspirin for secondary prevention after stroke.", 1.0, True),
+        RerankExample(stroke, "Statins lowered cholesterol in the trial.", 0.0, False),
+        RerankExample("lace plant leaves", "Lace plant leaves form holes.", 1.0, True),
+        # the teacher overrules a wrong binary label
+        RerankExample("insulin glargine dosing", "Insulin glargine dosing starts low.", 0.0, False),
+    ]
+    with serve_app(_teacher_app()) as url:
+        chat = OpenAIChat(LLMSettings(kind="openai", base_url=f"{url}/v1", retries=0))
+        out, failed = teacher_label(chat, rows, limit=10, concurrency=2)
+        chat.close()
+    assert failed == 1
+    assert [(r.label, r.teacher) for r in out] == [(1.0, True), (0.0, True), (1.0, False),
+                                                   (1.0, True)]  # fmt: skip
+    capped, _ = teacher_label(_never_called(), rows[:2], limit=1)
+    assert capped == rows[:2]  # the query's two pairs do not fit a budget of one
+
+
+def _never_called() -> object:
+    class Chat:
+        def complete(self, *a: object, **kw: object) -> object:
+            raise AssertionError("the teacher was asked beyond its budget")
+
+    return Chat()
+
+
+def test_reranker_bad_input_is_named(corpus_store: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rl_training.auxiliary.reranker import RerankerConfig, train
+    from ui.cli import app
+
+    tmp, store = corpus_store
+    with Index(load_settings(data_dir=tmp), store, create=False) as idx:
+        with pytest.raises(InputError, match="of 100"):
+            train(idx, RerankerConfig(out=tmp_path / "r", min_documents=500))
+        with pytest.raises(ConfigError, match="served LLM"):
+            train(idx, RerankerConfig(out=tmp_path / "r", teacher=True))
+    with pytest.raises(ConfigError, match="only 6 layers"):
+        from retrieval.embedders import default_model_path
+        from rl_training.auxiliary.reranker import load_base
+
+        load_base(default_model_path(), 12, 128, "cpu")
+    with pytest.raises(ConfigError, match="not a model folder"):
+        RerankerConfig(out=tmp_path / "r", base=tmp_path)
+    with pytest.raises(ConfigError, match=r"candidates \(3\) must exceed negatives \(3\)"):
+        RerankerConfig(out=tmp_path / "r", candidates=3)
+    res = CliRunner().invoke(app, ["train", "reranker", "--out", str(tmp_path / "r"),
+                                   "--store", str(store), "--teacher"])  # fmt: skip
+    assert res.exit_code == 1 and "needs a served LLM" in res.output
