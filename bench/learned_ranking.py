@@ -43,6 +43,8 @@ from ingest.sources.files import records  # noqa: E402
 from retrieval.evaluation import evaluate_index  # noqa: E402
 from retrieval.index import Index  # noqa: E402
 from retrieval.settings import load_settings  # noqa: E402
+from rl_training.auxiliary.reranker import RerankerConfig  # noqa: E402
+from rl_training.auxiliary.reranker import train as train_reranker  # noqa: E402
 from rl_training.auxiliary.retriever import RetrieverConfig, adapt  # noqa: E402
 
 log = logging.getLogger("bench.learned_ranking")
@@ -122,8 +124,29 @@ def run_dataset(name: str, files: dict[str, Any], tmp: Path, args: argparse.Name
         base = evaluate_index(idx, files["queries"], files["qrels"], baselines=True,
                               limit=args.queries)  # fmt: skip
     rows = _table(base, "unadapted ")
-    runs = [("adapted", ())]
-    if "pairs" in files and not args.no_pairs:
+    rerankers = []
+    if args.reranker:
+        sources = [("reranker", ())]
+        if "pairs" in files and not args.no_pairs:
+            sources.append(("reranker + pairs", (files["pairs"],)))
+        for label, pairs in sources:
+            out = tmp / f"{name}-{label.replace(' ', '').replace('+', '-')}"
+            rcfg = RerankerConfig(out=out, layers=args.rerank_layers, max_length=args.rerank_tokens,
+                                  max_pairs=args.max_pairs, epochs=args.epochs, lr=args.rerank_lr,
+                                  batch_size=16)  # fmt: skip
+            with Index(settings, store, create=False) as idx:
+                rrep = train_reranker(idx, rcfg, pairs_dirs=pairs)
+            rerankers.append((label, rrep))
+            for w in sorted({rrep.weight, 1.0}):
+                rs = load_settings(data_dir=tmp, search={"rerank": {
+                    "kind": "cross-encoder", "model_path": out, "weight": w}})  # fmt: skip
+                with Index(rs, store, create=False) as idx:
+                    res = evaluate_index(idx, files["queries"], files["qrels"], rerank=True,
+                                         limit=args.queries)  # fmt: skip
+                chosen = " (chosen)" if w == rrep.weight else ""
+                rows.append((f"default + {label}, weight {w}{chosen}", res["evidex + rerank"]))
+    runs = [] if args.skip_retriever else [("adapted", ())]
+    if "pairs" in files and not args.no_pairs and not args.skip_retriever:
         runs.append(("adapted + pairs", (files["pairs"],)))
     training = []
     for label, pairs in runs:
@@ -149,7 +172,8 @@ def run_dataset(name: str, files: dict[str, Any], tmp: Path, args: argparse.Name
                                  limit=args.queries)  # fmt: skip
         rows += [r for r in _table(res, f"{label} ") if "BM25" not in r[0]]
         training.append((label, rep, re.points, reembed_s))
-    return {"rows": rows, "training": training, "chunks": chunks, "ingest_s": ingest_s}
+    return {"rows": rows, "training": training, "chunks": chunks, "ingest_s": ingest_s,
+            "rerankers": rerankers}  # fmt: skip
 
 
 def main() -> None:
@@ -165,6 +189,11 @@ def main() -> None:
     ap.add_argument("--no-pairs", action="store_true", help="Skip the '+ pairs' run.")
     ap.add_argument("--train-tokens", type=int, default=128)
     ap.add_argument("--only", choices=["medquad-topics", "pubmedqa-mix"], default=None)
+    ap.add_argument("--reranker", action="store_true", help="Also train and test the reranker.")
+    ap.add_argument("--skip-retriever", action="store_true", help="Do not adapt the retriever.")
+    ap.add_argument("--rerank-layers", type=int, default=2)
+    ap.add_argument("--rerank-tokens", type=int, default=128)
+    ap.add_argument("--rerank-lr", type=float, default=1e-4)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "learned_ranking.md")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -181,7 +210,16 @@ def main() -> None:
         f"`python bench/learned_ranking.py --medquad-docs {args.medquad_docs} --queries "
         f"{args.queries} --mix-medquad {args.mix_medquad} --epochs {args.epochs} --batch-size "
         f"{args.batch_size} --max-pairs {args.max_pairs} --train-tokens {args.train_tokens} "
-        f"--lr {args.lr}{' --no-hard-negatives' if args.no_hard_negatives else ''}`",
+        f"--lr {args.lr}{' --no-hard-negatives' if args.no_hard_negatives else ''}"
+        + (
+            f" --reranker --rerank-layers {args.rerank_layers} --rerank-tokens "
+            f"{args.rerank_tokens} --rerank-lr {args.rerank_lr}"
+            if args.reranker
+            else ""
+        )
+        + (" --skip-retriever" if args.skip_retriever else "")
+        + (f" --only {args.only}" if args.only else "")
+        + "`",
         "",
         "Base model: the packaged all-MiniLM-L6-v2. 'adapted': `evidex train retriever` on "
         "the store's own pseudo-queries (inverse-cloze sentences, titles where documents have "
@@ -217,6 +255,16 @@ def main() -> None:
                 f"| {label} | {rep.pairs:,} | {origins} | {rep.seconds:.0f} | "
                 f"{rep.pairs_per_s:.1f} ({rep.device}) | {points:,} | {sec:.0f} |"
             )
+        if r["rerankers"]:
+            lines += ["", "| reranker | layers | queries | examples | train s | pairs/s | "
+                      "rerank 30 passages ms | held-out: reranker first | embedding model first "
+                      "| chosen weight |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            for label, rr in r["rerankers"]:
+                lines.append(
+                    f"| {label} | {rr.layers} | {rr.queries:,} | {rr.examples:,} | "
+                    f"{rr.seconds:.0f} | {rr.pairs_per_s:.1f} ({rr.device}) | {rr.latency_ms:.0f} "
+                    f"| {rr.accuracy:.2f} ({rr.held_out}) | {rr.dense_accuracy:.2f} | {rr.weight} |"
+                )
         lines.append(f"\nIngest with the base model: {r['ingest_s']:.0f} s.")
         args.out.write_text("\n".join(lines) + "\n")  # what is done so far, if later parts fail
     lines += ["", "No GPU was lent to this task: training throughput on a GPU is not measured."]

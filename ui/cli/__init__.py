@@ -11,7 +11,8 @@
 - :mod:`ui.cli.train_cmd`: ``train export|curate|sft|grpo|plot|merge``;
 - :mod:`ui.cli.engine_cmd`: the data engine's ``train distill|trace|select``;
 - :mod:`ui.cli.models_cmd`: the auxiliary models' ``train rm``, ``eval rm``;
-- :mod:`ui.cli.ranking_cmd`: learned ranking's ``train retriever``, ``index reembed``.
+- :mod:`ui.cli.ranking_cmd`: learned ranking's ``train retriever|reranker``, ``index reembed``;
+- :mod:`ui.cli.sync_cmd`: ``sync pubmed`` (baseline and update files, in order).
 
 Each command parses its options, calls one library function and prints its typed result.
 """
@@ -27,6 +28,7 @@ from ui.cli import (
     query_cmd,
     ranking_cmd,
     service_cmd,
+    sync_cmd,
     train_cmd,
 )
 from ui.cli.app import app
@@ -41,6 +43,7 @@ _COMMANDS = (
     query_cmd,
     ranking_cmd,
     service_cmd,
+    sync_cmd,
     train_cmd,
 )  # registered on import
 

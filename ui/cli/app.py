@@ -38,9 +38,11 @@ train_app = typer.Typer(no_args_is_help=True, help="Training data and jobs (rl_t
 users_app = typer.Typer(no_args_is_help=True, help="Chat users (local users file).")
 feedback_app = typer.Typer(no_args_is_help=True, help="Clinicians' feedback on answers.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the search service.")
+sync_app = typer.Typer(no_args_is_help=True, help="Keep the index in sync with its source.")
 for _group, _name in ((ingest_app, "ingest"), (index_app, "index"), (config_app, "config"),
                       (eval_app, "eval"), (train_app, "train"), (users_app, "users"),
-                      (feedback_app, "feedback"), (keys_app, "keys")):  # fmt: skip
+                      (feedback_app, "feedback"), (keys_app, "keys"),
+                      (sync_app, "sync")):  # fmt: skip
     app.add_typer(_group, name=_name)
 
 out = Console(soft_wrap=True)
