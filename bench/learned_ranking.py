@@ -257,13 +257,15 @@ def main() -> None:
             )
         if r["rerankers"]:
             lines += ["", "| reranker | layers | queries | examples | train s | pairs/s | "
-                      "rerank 30 passages ms | held-out: reranker first | embedding model first "
-                      "| chosen weight |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                      "rerank 30 passages ms | held-out queries | MRR first stage | reranker alone "
+                      "| chosen blend | weight |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for label, rr in r["rerankers"]:
                 lines.append(
                     f"| {label} | {rr.layers} | {rr.queries:,} | {rr.examples:,} | "
                     f"{rr.seconds:.0f} | {rr.pairs_per_s:.1f} ({rr.device}) | {rr.latency_ms:.0f} "
-                    f"| {rr.accuracy:.2f} ({rr.held_out}) | {rr.dense_accuracy:.2f} | {rr.weight} |"
+                    f"| {rr.held_out} | {rr.first_stage_mrr:.3f} | {rr.reranker_mrr:.3f} | "
+                    f"{rr.blended_mrr:.3f} | {rr.weight} |"
                 )
         lines.append(f"\nIngest with the base model: {r['ingest_s']:.0f} s.")
         args.out.write_text("\n".join(lines) + "\n")  # what is done so far, if later parts fail

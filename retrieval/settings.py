@@ -56,6 +56,41 @@ class EmbeddingSettings(_Stage):
     )
 
 
+class ClusterSettings(_Stage):
+    """How a new collection on a Qdrant server or cluster is laid out (``store.kind =
+    'qdrant'`` with a url; set when the collection is created, e.g. by ``evidex index
+    create``). Empty values leave the server's defaults."""
+
+    shard_number: int | None = Field(
+        None, ge=1, description="Shards the collection is split into (spread over the nodes)."
+    )
+    replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each shard (on different nodes)."
+    )
+    write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must confirm a write before it returns."
+    )
+    on_disk_vectors: bool = Field(
+        False, description="Keep the original float vectors on disk (memory-mapped)."
+    )
+    on_disk_payload: bool = Field(False, description="Keep payloads on disk, not in RAM.")
+    hnsw_m: int | None = Field(None, ge=4, le=128, description="HNSW links per node.")
+    hnsw_ef_construct: int | None = Field(
+        None, ge=4, le=4096, description="HNSW candidate list size while building."
+    )
+    quantization: Literal["none", "int8"] = Field(
+        "none",
+        description="'int8': scalar quantization of the dense vectors (4x smaller, kept in "
+        "RAM), searched with rescoring on the originals.",
+    )
+    quantile: float = Field(
+        0.99, gt=0.5, le=1.0, description="Share of values the int8 range covers (outliers clip)."
+    )
+    oversampling: float = Field(
+        2.0, ge=1.0, le=16.0, description="With int8: candidates fetched per hit, then rescored."
+    )
+
+
 class StoreSettings(_Stage):
     """Where the index lives."""
 
@@ -69,6 +104,7 @@ class StoreSettings(_Stage):
     api_key: SecretStr | None = Field(None, description="Qdrant API key for kind='qdrant'.")
     collection: str = Field("evidex", description="Collection name on a Qdrant server.")
     timeout_s: float = Field(30.0, gt=0, description="Request timeout for a Qdrant server.")
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
 
 class ChunkingSettings(_Stage):

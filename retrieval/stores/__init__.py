@@ -22,6 +22,7 @@ def open_store(settings: Settings, path: Path | None = None, *, create: bool = T
             location=":memory:" if str(path) == ":memory:" else None,
             collection=settings.store.collection,
             timeout_s=settings.store.timeout_s,
+            cluster=settings.store.cluster,
         )
     folder = Path(path) if path is not None else settings.store_path
     if not create and not folder.exists():
@@ -32,7 +33,9 @@ def open_store(settings: Settings, path: Path | None = None, *, create: bool = T
     if settings.store.kind == "qdrant":
         from retrieval.stores.qdrant import QdrantClientStore
 
-        return QdrantClientStore(path=folder, collection=settings.store.collection)
+        return QdrantClientStore(
+            path=folder, collection=settings.store.collection, cluster=settings.store.cluster
+        )
     from retrieval.stores.edge import EdgeStore
 
     return EdgeStore(folder)

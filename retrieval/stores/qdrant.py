@@ -13,6 +13,7 @@ from qdrant_client import models as m
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from retrieval.embedders import SparseVec
+from retrieval.settings import ClusterSettings
 from retrieval.stores.base import (
     DENSE,
     FLOAT_FIELDS,
@@ -71,8 +72,10 @@ class QdrantClientStore:
         location: str | None = None,
         collection: str = "evidex",
         timeout_s: float = 30.0,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self.collection = collection
+        self.cluster = cluster or ClusterSettings()
         where = url or (str(path) if path else location or ":memory:")
         self._where = where
         try:
@@ -104,13 +107,38 @@ class QdrantClientStore:
         if self._info is not None:
             check_compatible(self._info, info, f"collection {self.collection!r} at {self._where}")
             return
+        c = self.cluster
+        hnsw = (
+            m.HnswConfigDiff(m=c.hnsw_m, ef_construct=c.hnsw_ef_construct)
+            if c.hnsw_m or c.hnsw_ef_construct
+            else None
+        )
+        quantization = (
+            m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(
+                    type=m.ScalarType.INT8, quantile=c.quantile, always_ram=True
+                )
+            )
+            if c.quantization == "int8"
+            else None
+        )
         self._client.create_collection(
             self.collection,
-            vectors_config={DENSE: m.VectorParams(size=info.dim, distance=m.Distance.COSINE)},
+            vectors_config={
+                DENSE: m.VectorParams(
+                    size=info.dim, distance=m.Distance.COSINE, on_disk=c.on_disk_vectors or None
+                )
+            },
             sparse_vectors_config={
                 SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF),
                 **({LEARNED: m.SparseVectorParams()} if info.learned_sparse else {}),
             },
+            shard_number=c.shard_number,
+            replication_factor=c.replication_factor,
+            write_consistency_factor=c.write_consistency_factor,
+            on_disk_payload=c.on_disk_payload or None,
+            hnsw_config=hnsw,
+            quantization_config=quantization,
             metadata=info.to_dict(),
         )
         with warnings.catch_warnings():  # local mode ignores payload indexes, and says so
@@ -227,6 +255,16 @@ class QdrantClientStore:
             return set()
         return {str(r.id) for r in self._scroll(conditions, False)}
 
+    def _params(self, name: str) -> m.SearchParams | None:
+        """Rescoring on the original vectors for an int8-quantized dense branch."""
+        if name != DENSE or self.cluster.quantization != "int8":
+            return None
+        return m.SearchParams(
+            quantization=m.QuantizationSearchParams(
+                rescore=True, oversampling=self.cluster.oversampling
+            )
+        )
+
     def query(self, request: StoreQuery) -> list[Hit]:
         if not self._exists():
             return []
@@ -250,6 +288,7 @@ class QdrantClientStore:
                 query=v,
                 using=name,
                 query_filter=flt,
+                search_params=self._params(name),
                 limit=request.k,
                 with_payload=True,
             )
@@ -260,7 +299,13 @@ class QdrantClientStore:
         w = request.weights_of(names)
         fused = m.QueryRequest(
             prefetch=[
-                m.Prefetch(query=v, using=name, limit=request.prefetch, filter=flt)
+                m.Prefetch(
+                    query=v,
+                    using=name,
+                    limit=request.prefetch,
+                    filter=flt,
+                    params=self._params(name),
+                )
                 for name, v in chosen
             ],
             query=m.RrfQuery(rrf=m.Rrf(k=request.rrf_k, weights=w))
@@ -271,7 +316,12 @@ class QdrantClientStore:
         )
         singles = [
             m.QueryRequest(
-                query=v, using=name, filter=flt, limit=request.prefetch, with_payload=False
+                query=v,
+                using=name,
+                filter=flt,
+                limit=request.prefetch,
+                params=self._params(name),
+                with_payload=False,
             )
             for name, v in chosen
         ]

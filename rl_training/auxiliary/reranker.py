@@ -159,10 +159,13 @@ class RerankerReport:
     latency_ms: float
     latency_passages: int
     held_out: int
-    accuracy: float
-    """Held-out queries whose own passage the reranker scores above its negatives."""
-    dense_accuracy: float
-    """The same for the configured embedding model's cosine (the first stage's dense part)."""
+    """Held-out queries whose own document is among their first-stage candidates."""
+    first_stage_mrr: float
+    """MRR of the own document among the candidates, in the first stage's order."""
+    reranker_mrr: float
+    """The same, ordered by the reranker alone."""
+    blended_mrr: float
+    """The same, ordered by the chosen blend."""
     weight: float
     """The blend of reranker and first stage that ranked the held-out queries best."""
 
@@ -360,32 +363,41 @@ def _reciprocal_rank(scores: Any) -> float:
 
 
 def validate(
-    model: Any, embedder: Any, held: Sequence[tuple[TrainPair, Sequence[str]]]
-) -> tuple[float, float, float]:
-    """On held-out queries (each with its own passage and mined negatives): the reranker's
-    accuracy (its own passage first), the embedding model's, and the blend weight ``w`` of
-    ``w * reranker + (1 - w) * cosine / best cosine`` with the best mean reciprocal rank
-    (ties go to the smaller weight: the first stage is the proven one)."""
+    index: Index, model: Any, held: Sequence[TrainPair], candidates: int
+) -> tuple[int, float, float, float, float]:
+    """The held-out queries as search runs them: each query's first-stage candidates (hybrid,
+    one per document, no bonuses) scored by ``w * reranker + (1 - w) * fused relevance`` for
+    each weight of :data:`WEIGHTS`; the own document's reciprocal rank averaged.
+
+    Returns the queries measured (those whose document is among their candidates), the MRR of
+    the first stage, of the reranker alone, of the best blend, and its weight (ties go to the
+    smaller weight: the first stage is the proven one). An inverse-cloze query's sentence is
+    cut out of the candidates the reranker reads (the first stage has already seen it), so
+    that the reranker cannot win by spotting it."""
     import numpy as np
     import torch
 
-    rr_first = dense_first = 0
     mrr = dict.fromkeys(WEIGHTS, 0.0)
-    for p, negs in held:
-        texts = [p.positive, *negs]
+    n = 0
+    for p in held:
+        hits = index.search(p.query, k=candidates, rerank=False, ranking=False, max_per_doc=1)
+        own = p.doc_id.split(":", 1)[-1]
+        first = [i for i, h in enumerate(hits) if h.doc_id.split(":", 1)[-1] == own]
+        if not first:
+            continue
+        n += 1
+        order = [first[0], *(i for i in range(len(hits)) if i != first[0])]
+        texts = [" ".join(hits[i].text.split()).replace(p.query, " ") for i in order]
+        rel = np.asarray([hits[i].score for i in order], dtype=float)
+        rel = rel / (rel.max() or 1.0)
         rr = np.asarray(model.predict([(p.query, t) for t in texts], show_progress_bar=False,
                                       activation_fn=torch.nn.Sigmoid()))  # fmt: skip
-        q = np.asarray(embedder.embed_documents([p.query]), dtype=float).reshape(-1)
-        d = np.asarray(embedder.embed_documents(texts), dtype=float)
-        cos = d @ q / (np.linalg.norm(d, axis=1) * np.linalg.norm(q) + 1e-9)
-        rr_first += int(_reciprocal_rank(list(rr)) == 1.0)
-        dense_first += int(_reciprocal_rank(list(cos)) == 1.0)
-        rel = cos / (cos.max() or 1.0)
         for w in WEIGHTS:
             mrr[w] += _reciprocal_rank(list(w * rr + (1 - w) * rel))
-    n = max(1, len(held))
+    if not n:
+        return 0, 0.0, 0.0, 0.0, 0.0
     best = max(WEIGHTS, key=lambda w: (round(mrr[w], 9), -w))
-    return rr_first / n, dense_first / n, best
+    return n, mrr[0.0] / n, mrr[1.0] / n, mrr[best] / n, best
 
 
 def _layers(model: Any) -> int:
@@ -401,11 +413,12 @@ def train_reranker(
     documents: int = 0,
     skipped: int = 0,
     teacher_failed: int = 0,
-    held_out: Sequence[tuple[TrainPair, Sequence[str]]] = (),
-    embedder: Any = None,
+    held_out: Sequence[TrainPair] = (),
+    index: Index | None = None,
 ) -> RerankerReport:
     """Fine-tune a cross-encoder on labelled ``rows`` with BinaryCrossEntropyLoss; then
-    check it on ``held_out`` queries against ``embedder`` (see :func:`validate`)."""
+    check it on ``held_out`` queries through ``index``'s first stage (see :func:`validate`;
+    without them the weight is 1, the reranker alone)."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
@@ -453,9 +466,9 @@ def train_reranker(
     model.save(str(cfg.out))
     sample = [r.passage for r in rows[:30]]
     latency = measure_latency(model, sample, rows[0].query) if sample else 0.0
-    accuracy, dense_accuracy, weight = (
-        validate(model, embedder, held_out) if held_out and embedder is not None
-        else (0.0, 0.0, 1.0)
+    measured, first_mrr, rr_mrr, blend_mrr, weight = (
+        validate(index, model, held_out, cfg.candidates) if held_out and index is not None
+        else (0, 0.0, 0.0, 0.0, 1.0)
     )  # fmt: skip
     report = RerankerReport(
         out=str(cfg.out), base=str(base),
@@ -466,8 +479,8 @@ def train_reranker(
         seconds=round(seconds, 2),
         pairs_per_s=round(len(rows) * cfg.epochs / seconds, 2) if seconds else 0.0,
         device=device, latency_ms=round(latency, 1), latency_passages=len(sample),
-        held_out=len(held_out), accuracy=round(accuracy, 4),
-        dense_accuracy=round(dense_accuracy, 4), weight=weight,
+        held_out=measured, first_stage_mrr=round(first_mrr, 4), reranker_mrr=round(rr_mrr, 4),
+        blended_mrr=round(blend_mrr, 4), weight=weight,
     )  # fmt: skip
     meta = {**report.as_dict(), "config": {k: str(v) for k, v in asdict(cfg).items()}}
     (cfg.out / "evidex_reranker.json").write_text(json.dumps(meta, indent=1))
@@ -514,5 +527,5 @@ def train(
         origins[p.origin] = origins.get(p.origin, 0) + 1
     log.info("training the reranker on %d examples of %d queries", len(rows), len(kept))
     return train_reranker(rows, cfg, origins=origins, documents=n_docs, skipped=skipped,
-                          teacher_failed=failed, held_out=held,
-                          embedder=index.embedder)  # fmt: skip
+                          teacher_failed=failed, held_out=[p for p, _ in held],
+                          index=index)  # fmt: skip

@@ -12,7 +12,8 @@
 - :mod:`ui.cli.engine_cmd`: the data engine's ``train distill|trace|select``;
 - :mod:`ui.cli.models_cmd`: the auxiliary models' ``train rm``, ``eval rm``;
 - :mod:`ui.cli.ranking_cmd`: learned ranking's ``train retriever|reranker``, ``index reembed``;
-- :mod:`ui.cli.sync_cmd`: ``sync pubmed`` (baseline and update files, in order).
+- :mod:`ui.cli.sync_cmd`: ``sync pubmed`` (baseline and update files, in order);
+- :mod:`ui.cli.scale_cmd`: ``index create`` (a cluster's layout), ``index plan`` (its size).
 
 Each command parses its options, calls one library function and prints its typed result.
 """
@@ -27,6 +28,7 @@ from ui.cli import (
     models_cmd,
     query_cmd,
     ranking_cmd,
+    scale_cmd,
     service_cmd,
     sync_cmd,
     train_cmd,
@@ -42,6 +44,7 @@ _COMMANDS = (
     models_cmd,
     query_cmd,
     ranking_cmd,
+    scale_cmd,
     service_cmd,
     sync_cmd,
     train_cmd,

@@ -188,9 +188,10 @@ def train_reranker(
               f"{report.queries} queries ({origins}{taught}) in {report.seconds:.0f} s on "
               f"{report.device} ({report.pairs_per_s:.1f} pairs/s); reranking "
               f"{report.latency_passages} passages takes {report.latency_ms:.0f} ms")  # fmt: skip
-    out.print(f"held out {report.held_out} queries: own passage first for "
-              f"{100 * report.accuracy:.0f}% with the reranker, {100 * report.dense_accuracy:.0f}% "
-              f"with the embedding model; best blend weight {report.weight}")  # fmt: skip
+    out.print(f"{report.held_out} held-out queries, MRR of their document among the first "
+              f"stage's candidates: {report.first_stage_mrr:.3f} as searched, "
+              f"{report.reranker_mrr:.3f} by the reranker alone, {report.blended_mrr:.3f} with "
+              f"the best blend (weight {report.weight})")  # fmt: skip
     if report.weight == 0:
         err.print("[yellow]the reranker did not improve on the first stage for held-out queries: "
                   "configured, it would only add latency. Train on more (--pairs, --feedback, "
