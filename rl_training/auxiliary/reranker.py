@@ -350,6 +350,8 @@ def measure_latency(model: Any, passages: Sequence[str], query: str, runs: int =
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 """The blend weights :func:`validate` tries (the reranker's share of the relevance)."""
+MIN_GAIN = 0.005
+"""MRR a larger weight must add on the held-out queries to be chosen over a smaller one."""
 
 
 def _reciprocal_rank(scores: Any) -> float:
@@ -370,8 +372,9 @@ def validate(
     each weight of :data:`WEIGHTS`; the own document's reciprocal rank averaged.
 
     Returns the queries measured (those whose document is among their candidates), the MRR of
-    the first stage, of the reranker alone, of the best blend, and its weight (ties go to the
-    smaller weight: the first stage is the proven one). An inverse-cloze query's sentence is
+    the first stage, of the reranker alone, of the chosen blend, and its weight: the smallest
+    within :data:`MIN_GAIN` of the best (the first stage is the proven one, and the
+    reranker costs latency). An inverse-cloze query's sentence is
     cut out of the candidates the reranker reads (the first stage has already seen it), so
     that the reranker cannot win by spotting it."""
     import numpy as np
@@ -396,7 +399,8 @@ def validate(
             mrr[w] += _reciprocal_rank(list(w * rr + (1 - w) * rel))
     if not n:
         return 0, 0.0, 0.0, 0.0, 0.0
-    best = max(WEIGHTS, key=lambda w: (round(mrr[w], 9), -w))
+    top = max(mrr.values())
+    best = min(w for w in WEIGHTS if mrr[w] >= top - MIN_GAIN * n)
     return n, mrr[0.0] / n, mrr[1.0] / n, mrr[best] / n, best
 
 

@@ -356,6 +356,23 @@ def _never_called() -> object:
     return Chat()
 
 
+def test_a_cross_encoder_checkpoint_keeps_its_head_and_can_be_cut(tmp_path: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rl_training.auxiliary.reranker import load_base
+    from tests.conftest import build_tiny_model
+
+    base = build_tiny_model(tmp_path / "ce", BertForSequenceClassification, BertConfig,
+                            num_labels=1)  # fmt: skip
+    head = BertForSequenceClassification.from_pretrained(str(base)).classifier.weight
+    ce = load_base(base, 1, 64, "cpu")
+    hf = ce[0].model
+    assert hf.config.num_hidden_layers == 1 and len(hf.bert.encoder.layer) == 1
+    assert torch.equal(hf.classifier.weight, head)  # the trained head, not a new one
+    assert len(ce.predict([("q", "a passage")], show_progress_bar=False)) == 1
+
+
 def test_reranker_bad_input_is_named(corpus_store: tuple[Path, Path], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
