@@ -37,7 +37,7 @@ def test_plan_formulas_follow_the_layout() -> None:
         PlanInputs(documents=0)
 
 
-def test_plan_command_defaults_and_measured_inputs(tmp_path: Path) -> None:
+def test_plan_command_defaults_and_measured_inputs(tmp_path: Path, tiny_model_dir: Path) -> None:
     from ingest.pipeline import run_ingest
     from ingest.sources.files import records
     from retrieval.index import Index
@@ -52,11 +52,14 @@ def test_plan_command_defaults_and_measured_inputs(tmp_path: Path) -> None:
 
     lines = shared_path("pubmedqa", "beir_dev", "corpus.jsonl").read_text().splitlines()[:30]
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
-    with Index(load_settings(data_dir=tmp_path), tmp_path / "s") as idx:
+    tiny = load_settings(data_dir=tmp_path, embedding={"model_path": tiny_model_dir})
+    with Index(tiny, tmp_path / "s") as idx:  # (chunking uses MiniLM's tokenizer all the same)
         run_ingest(records("beir", [tmp_path / "c.jsonl"]), idx, progress=False)
         chunks = idx.store.count()
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(f'[embedding]\nmodel_path = "{tiny_model_dir}"\n')
     res = runner.invoke(app, ["index", "plan", "--documents", "1000", "--measure", "--store",
-                              str(tmp_path / "s"), "--json"])  # fmt: skip
+                              str(tmp_path / "s"), "--config", str(cfg), "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)["inputs"]
     assert m["chunks_per_document"] == pytest.approx(chunks / 30)
@@ -64,7 +67,7 @@ def test_plan_command_defaults_and_measured_inputs(tmp_path: Path) -> None:
 
 
 def test_index_create_lays_out_the_collection_and_search_works_quantized(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
 ) -> None:
     from qdrant_client import QdrantClient
     from qdrant_client import models as m
@@ -78,7 +81,8 @@ def test_index_create_lays_out_the_collection_and_search_works_quantized(
 
     monkeypatch.setattr(QdrantClient, "create_collection", spy)
     cfg = tmp_path / "q.toml"
-    cfg.write_text(f'data_dir = "{tmp_path}"\n[store]\nkind = "qdrant"\npath = "{tmp_path / "q"}"\n'
+    cfg.write_text(f'data_dir = "{tmp_path}"\n[embedding]\nmodel_path = "{tiny_model_dir}"\n'
+                   f'[store]\nkind = "qdrant"\npath = "{tmp_path / "q"}"\n'
                    "[store.cluster]\nhnsw_m = 32\n")  # fmt: skip
     runner = CliRunner()
     res = runner.invoke(app, ["index", "create", "--config", str(cfg), "--shards", "3",
@@ -100,9 +104,13 @@ def test_index_create_lays_out_the_collection_and_search_works_quantized(
     res = runner.invoke(app, ["ingest", "beir", str(tmp_path / "c.jsonl"), "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["search", "lace plant programmed cell death", "--config",
-                              str(cfg), "--json", "-k", "3"])  # fmt: skip
+                              str(cfg), "--json", "-k", "3", "--mode", "sparse"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["results"][0]["doc_id"].endswith("21645374")
+    res = runner.invoke(
+        app, ["search", "lace plant", "--config", str(cfg), "--json", "--mode", "dense"]
+    )  # the int8 rescoring path (random tiny model)
+    assert res.exit_code == 0 and len(json.loads(res.stdout)["results"]) == 5
     again = runner.invoke(app, ["index", "create", "--config", str(cfg), "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["existed"] is True
     bad = runner.invoke(app, ["index", "create", "--config", str(cfg), "--quantization", "pq"])

@@ -76,7 +76,8 @@ def test_adapted_retriever_learns_its_pairs_and_reembeds_the_store(
 
     tmp, store = corpus_store
     settings = load_settings(data_dir=tmp)
-    cfg = RetrieverConfig(out=tmp_path / "adapted", epochs=1, batch_size=16, min_documents=50)
+    cfg = RetrieverConfig(out=tmp_path / "adapted", epochs=1, batch_size=16, min_documents=50,
+                          train_max_tokens=64)  # fmt: skip
     with Index(settings, store, create=False) as idx:
         report = adapt(idx, cfg)
         pairs, _ = pseudo_queries(documents(idx), random.Random(1))
@@ -281,7 +282,9 @@ def test_trained_reranker_orders_its_candidates_and_serves_ask_not_plain_search(
 
     # eval retrieval --rerank: both rows, the rerank stage timed
     beir = shared_path("pubmedqa", "beir_dev")
-    res = runner.invoke(app, ["eval", "retrieval", "--corpus", str(tmp / "corpus.jsonl"),
+    small = tmp_path / "small.jsonl"  # a throw-away store: a few documents are enough here
+    small.write_text("".join((tmp / "corpus.jsonl").read_text().splitlines(True)[:12]))
+    res = runner.invoke(app, ["eval", "retrieval", "--corpus", str(small),
                               "--queries", str(beir / "queries.jsonl"), "--qrels",
                               str(beir / "qrels" / "test.tsv"), "--limit", "8", "--reranker",
                               str(cfg.out), "--json"])  # fmt: skip
