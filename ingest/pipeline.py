@@ -96,6 +96,30 @@ def cap_document(doc: Document, max_chars: int) -> tuple[Document, bool]:
     return doc.model_copy(update={"sections": tuple(kept)}), True
 
 
+def prepare(
+    doc: Document, chunker: Chunker, max_chars: int, max_chunks: int
+) -> tuple[tuple[Document, list[Chunk]] | None, list[str], Problem | None]:
+    """A document as it is indexed: its language settled, its text capped, its chunks (at
+    most ``max_chunks``); with notes of what was cut, or the problem that stopped it."""
+    notes = []
+    language = document_language(doc)  # stated (normalized) or detected
+    if language != doc.language:
+        doc = doc.model_copy(update={"language": language})
+    doc, cut = cap_document(doc, max_chars)
+    if cut:
+        notes.append(f"{doc.doc_id}: text cut to {max_chars:,} characters "
+                     "(ingest.max_chars_per_document)")  # fmt: skip
+    try:
+        chunks = chunker.chunk(doc)
+    except ChunkingError as exc:
+        return None, notes, Problem(doc.doc_id, "", str(exc))
+    if len(chunks) > max_chunks:
+        notes.append(f"{doc.doc_id}: {len(chunks):,} chunks, the first {max_chunks:,} "
+                     "indexed (ingest.max_chunks_per_document)")  # fmt: skip
+        chunks = chunks[:max_chunks]
+    return (doc, chunks), notes, None
+
+
 def _produce(
     records: Iterable[Record],
     chunker: Chunker,
@@ -121,22 +145,13 @@ def _produce(
             if stop.is_set():
                 return
             if isinstance(rec, Document):
-                language = document_language(rec)  # stated (normalized) or detected
-                if language != rec.language:
-                    rec = rec.model_copy(update={"language": language})
-                rec, cut = cap_document(rec, max_chars)
-                if cut:
-                    put(("note", f"{rec.doc_id}: text cut to {max_chars:,} characters "
-                                 "(ingest.max_chars_per_document)"))  # fmt: skip
-                try:
-                    chunks = chunker.chunk(rec)
-                except ChunkingError as exc:
-                    put(("problem", Problem(rec.doc_id, "", str(exc))))
+                prepared, notes, problem = prepare(rec, chunker, max_chars, max_chunks)
+                for note in notes:
+                    put(("note", note))
+                if prepared is None:
+                    put(("problem", problem))
                     continue
-                if len(chunks) > max_chunks:
-                    put(("note", f"{rec.doc_id}: {len(chunks):,} chunks, the first {max_chunks:,} "
-                                 "indexed (ingest.max_chunks_per_document)"))  # fmt: skip
-                    chunks = chunks[:max_chunks]
+                rec, chunks = prepared
                 batch.pop(rec.doc_id, None)  # a later copy in the same input wins
                 batch[rec.doc_id] = (rec, chunks)
                 if len(batch) >= batch_docs:

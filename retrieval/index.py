@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,8 +165,14 @@ class Index:
         """Create the store for the configured model, or check it matches."""
         self.store.init(self.store_info())
 
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]]) -> WriteResult:
-        """Embed and store documents' chunks, skipping documents already stored whole."""
+    def write(
+        self,
+        items: Sequence[tuple[Document, Sequence[Chunk]]],
+        vectors: Mapping[str, tuple[Sequence[float], SparseVec]] | None = None,
+    ) -> WriteResult:
+        """Embed and store documents' chunks, skipping documents already stored whole.
+        ``vectors`` (dense and BM25 by chunk id, computed elsewhere, e.g. by the Ray engine's
+        encoders with this model) are used instead of embedding here."""
         result = WriteResult()
         if not items:
             return result
@@ -195,9 +201,18 @@ class Index:
         if not flat:
             return result
         texts = [c.embed_text for _, c in flat]
-        dense = self.embedder.embed_documents(texts)
-        sparse = self.bm25.embed_documents(texts)
         emb = self.embedder
+        given = vectors or {}
+        if (
+            given
+            and not isinstance(emb, LearnedSparseEmbedder)
+            and all(c.chunk_id in given for _, c in flat)
+        ):
+            dense: Any = [given[c.chunk_id][0] for _, c in flat]
+            sparse = [given[c.chunk_id][1] for _, c in flat]
+        else:
+            dense = emb.embed_documents(texts)
+            sparse = self.bm25.embed_documents(texts)
         learned = emb.embed_sparse(texts) if isinstance(emb, LearnedSparseEmbedder) else None
         points = [
             PointRecord(

@@ -24,6 +24,24 @@ PathsArg = Annotated[list[Path], typer.Argument(help="Files or folders.", show_d
 BatchOpt = Annotated[
     int | None, typer.Option("--batch-docs", min=1, help="Documents per write batch.")
 ]
+EngineOpt = Annotated[
+    str, typer.Option(help="'local' (one process, the default) or 'ray' (Ray Data).")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(help="With --engine ray: join this Ray cluster (auto or HOST:PORT); "
+                      "default: start a local one."),
+]  # fmt: skip
+ParseOpt = Annotated[int, typer.Option(min=1, help="With --engine ray: parse tasks at once.")]
+ActorsOpt = Annotated[
+    int, typer.Option(min=1, help="With --engine ray: embedding actors (one model load each).")
+]
+GpusOpt = Annotated[
+    float, typer.Option(min=0, help="With --engine ray: GPUs per embedding actor (0: CPU).")
+]
+RayBatchOpt = Annotated[
+    int, typer.Option(min=1, help="With --engine ray: documents per embedding batch.")
+]
 FILE_KINDS = {
     "pubmed": "PubMed XML (efetch sets, baseline/update .xml.gz) or MEDLINE text files.",
     "pmc": "PMC Open Access full text (JATS .nxml).",
@@ -39,17 +57,35 @@ def _finish(report: Any, as_json: bool, where: str) -> None:
 
 
 def _ingest(paths: Any, kind: str, store: Any, config: Any, as_json: bool, batch_docs: Any,
-            **options: Any) -> None:  # fmt: skip
-    """Open the index, ingest ``paths`` of ``kind`` (``options`` go to ``ingest_paths``),
-    print the report; exit 3 when something was skipped."""
+            engine: dict[str, Any], **options: Any) -> None:  # fmt: skip
+    """Open the index, ingest ``paths`` of ``kind`` (``options`` go to ``ingest_paths``) with
+    the chosen engine, print the report; exit 3 when something was skipped."""
     from ingest.pipeline import ingest_paths
+    from retrieval.errors import UsageError
 
+    name = engine.pop("engine")
+    if name not in ("local", "ray"):
+        raise UsageError(f"--engine must be 'local' or 'ray', not {name!r}")
+    if name == "ray" and options.get("evidence_level") is not None:
+        raise UsageError("--evidence-level is not supported with --engine ray yet")
     index = open_index(load(config, store), store, create=True)
     try:
-        report = ingest_paths(paths, index, kind, batch_docs=batch_docs, **options)
+        if name == "ray":
+            from ingest.ray_engine import ingest_ray
+
+            report = ingest_ray(paths, index, kind, pmid_ids=bool(options.get("pmid_ids")),
+                                **engine)  # fmt: skip
+        else:
+            report = ingest_paths(paths, index, kind, batch_docs=batch_docs, **options)
     finally:
         index.close()
     _finish(report, as_json, index.where)
+
+
+def _engine(values: dict[str, Any]) -> dict[str, Any]:
+    """The engine options of a command's arguments."""
+    keys = ("engine", "address", "parse_workers", "embed_actors", "gpus_per_actor", "batch_size")
+    return {k: values[k] for k in keys}
 
 
 def _file_command(kind: str, help_text: str) -> None:
@@ -61,8 +97,14 @@ def _file_command(kind: str, help_text: str) -> None:
         config: ConfigOpt = None,
         as_json: JsonOpt = False,
         batch_docs: BatchOpt = None,
+        engine: EngineOpt = "local",
+        address: AddressOpt = None,
+        parse_workers: ParseOpt = 2,
+        embed_actors: ActorsOpt = 1,
+        gpus_per_actor: GpusOpt = 0.0,
+        batch_size: RayBatchOpt = 256,
     ) -> None:
-        _ingest(paths, kind, store, config, as_json, batch_docs)
+        _ingest(paths, kind, store, config, as_json, batch_docs, _engine(locals()))
 
     ingest_files.__doc__ = help_text
     command(ingest_app, kind)(ingest_files)
@@ -88,9 +130,16 @@ def ingest_beir(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     batch_docs: BatchOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    parse_workers: ParseOpt = 2,
+    embed_actors: ActorsOpt = 1,
+    gpus_per_actor: GpusOpt = 0.0,
+    batch_size: RayBatchOpt = 256,
 ) -> None:
     """A BEIR corpus.jsonl (or a BEIR dataset folder holding one)."""
-    _ingest(paths, "beir", store, config, as_json, batch_docs, pmid_ids=pmid_ids)
+    _ingest(paths, "beir", store, config, as_json, batch_docs, _engine(locals()),
+            pmid_ids=pmid_ids)  # fmt: skip
 
 
 @command(ingest_app, "guidelines")
@@ -109,6 +158,12 @@ def ingest_guidelines(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     batch_docs: BatchOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    parse_workers: ParseOpt = 2,
+    embed_actors: ActorsOpt = 1,
+    gpus_per_actor: GpusOpt = 0.0,
+    batch_size: RayBatchOpt = 256,
 ) -> None:
     """Guidelines: USPSTF JSON, MedQuAD (.jsonl[.gz], .xml), HTML, Markdown, PDF."""
     from ingest.evidence import parse_level
@@ -118,7 +173,8 @@ def ingest_guidelines(
         level = parse_level(evidence_level) if evidence_level is not None else None
     except InputError as exc:
         raise UsageError(f"--evidence-level: {exc}") from None
-    _ingest(paths, "guidelines", store, config, as_json, batch_docs, evidence_level=level)
+    _ingest(paths, "guidelines", store, config, as_json, batch_docs, _engine(locals()),
+            evidence_level=level)  # fmt: skip
 
 
 @command(ingest_app, "entrez")

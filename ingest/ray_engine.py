@@ -1,0 +1,274 @@
+"""Ingestion on Ray Data (``evidex ingest ... --engine ray``).
+
+The same parsers, chunker, point ids and payloads as the default engine, spread out:
+
+1. the files not yet finished (a manifest in the store folder) become a dataset; parse tasks
+   (``parse_workers`` at once) read them into documents, deletions and problems;
+2. an actor pool (``embed_actors`` actors, each loading the model once; ``gpus_per_actor``
+   GPUs each, CPU when 0) chunks the documents and computes their dense and BM25 vectors;
+3. the driver writes the points through :meth:`retrieval.index.Index.write` (which skips
+   documents already stored whole and replaces changed ones) - a single writer, as the
+   embedded Edge store allows one process; a file's deletions are applied once all of its
+   documents are written, and then the file is recorded in the manifest.
+
+A killed job resumes: finished files are skipped; the file it was in is redone, and writing
+is idempotent. A bad file is reported and skipped. Without ``address`` a local Ray cluster is
+started; with it, an existing one is joined (``ray start --head`` on one node).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ingest.pipeline import IngestReport, prepare
+from ingest.records import Deletion, InputError, Problem
+from ingest.sync import FileRecord, Manifest, sha256
+from retrieval.embedders import SparseVec
+from retrieval.errors import ConfigError, ServiceError
+from retrieval.index import Index
+from retrieval.types import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+
+def connect(address: str | None, cpus: int, gpus_per_actor: float, actors: int) -> None:
+    """Join the cluster at ``address`` (or start a local one with ``cpus`` CPUs), and check
+    it has the GPUs asked for."""
+    import ray
+
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ServiceError(
+                f"cannot join the Ray cluster at {address!r}: {exc} (start one with "
+                "`ray start --head`, or drop --address for a local one)"
+            ) from exc
+    if gpus_per_actor > 0:
+        have = float(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
+        if have < gpus_per_actor * actors:
+            raise ConfigError(
+                f"--gpus-per-actor {gpus_per_actor} x {actors} actor(s) needs "
+                f"{gpus_per_actor * actors:g} GPU(s); the cluster has {have:g} (use "
+                "--gpus-per-actor 0 for CPU encoders)"
+            )
+
+
+def parse_file(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One file's records as rows (documents as JSON), then an end row with their count."""
+    from ingest.sources.files import records
+
+    path, n = row["path"], 0
+    for rec in records(row["kind"], [Path(path)], pmid_ids=bool(row["pmid_ids"])):
+        if isinstance(rec, Document):
+            n += 1
+            yield {"file": path, "type": "doc", "body": rec.model_dump_json()}
+        elif isinstance(rec, Deletion):
+            yield {"file": path, "type": "delete", "body": json.dumps(list(rec.doc_ids))}
+        elif isinstance(rec, Problem):
+            yield {"file": path, "type": "problem", "body": json.dumps([rec.path, rec.where,
+                                                                        rec.message])}  # fmt: skip
+    yield {"file": path, "type": "end", "body": str(n)}
+
+
+class Encoder:
+    """A Ray Data actor: the model loaded once; chunks and vectors for a batch of rows."""
+
+    def __init__(self, embedding_json: str, ingest_json: str, device: str) -> None:
+        from ingest.chunking import Chunker
+        from retrieval.embedders import Bm25Encoder, load_embedder
+        from retrieval.settings import EmbeddingSettings, IngestSettings
+
+        emb = EmbeddingSettings.model_validate_json(embedding_json)
+        self.ingest = IngestSettings.model_validate_json(ingest_json)
+        self.embedder = load_embedder(emb.model_copy(update={"device": device}))
+        self.chunker = Chunker(self.embedder, self.ingest.chunking)
+        self.bm25 = Bm25Encoder()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"file": [], "type": [], "body": []}
+
+        def put(file: str, kind: str, body: str) -> None:
+            out["file"].append(file)
+            out["type"].append(kind)
+            out["body"].append(body)
+
+        docs: list[tuple[str, Document, list[Chunk]]] = []
+        for file, kind, body in zip(batch["file"], batch["type"], batch["body"], strict=True):
+            if kind != "doc":
+                put(file, kind, body)
+                continue
+            prepared, notes, problem = prepare(
+                Document.model_validate_json(body), self.chunker,
+                self.ingest.max_chars_per_document, self.ingest.max_chunks_per_document,
+            )  # fmt: skip
+            for note in notes:
+                put(file, "note", note)
+            if prepared is None:
+                assert problem is not None
+                put(file, "problem", json.dumps([problem.path, problem.where, problem.message]))
+                put(file, "done", "")  # counted: the document will not come
+                continue
+            docs.append((file, *prepared))
+        texts = [c.embed_text for _, _, cs in docs for c in cs]
+        dense = self.embedder.embed_documents(texts).tolist() if texts else []
+        sparse = self.bm25.embed_documents(texts) if texts else []
+        i = 0
+        for file, doc, chunks in docs:
+            vecs = [(dense[i + j], sparse[i + j].indices, sparse[i + j].values)
+                    for j in range(len(chunks))]  # fmt: skip
+            i += len(chunks)
+            put(file, "doc", json.dumps({"doc": doc.model_dump_json(),
+                                         "chunks": [c.model_dump_json() for c in chunks],
+                                         "vectors": vecs}))  # fmt: skip
+        return out
+
+
+def _files(paths: Iterable[Path], kind: str | None) -> list[tuple[str, Path]]:
+    from ingest.sources.files import KINDS, detect_kind, expand
+
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"unknown corpus kind {kind!r}: use one of {', '.join(KINDS)}")
+    out: list[tuple[str, Path]] = []
+    for p in map(Path, paths):
+        k = kind or (detect_kind(p) if p.exists() else "beir")
+        out += [(k, f) for f in expand(k, [p])]  # (expand names a missing path)
+    return out
+
+
+def ingest_ray(
+    paths: Iterable[Path],
+    index: Index,
+    kind: str | None = None,
+    *,
+    address: str | None = None,
+    parse_workers: int = 2,
+    embed_actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    batch_size: int = 256,
+    pmid_ids: bool = False,
+    manifest: Path | None = None,
+    progress: bool | None = None,
+) -> IngestReport:
+    """Ingest ``paths`` through Ray Data; one report, as the default engine gives."""
+    import ray
+    from tqdm import tqdm
+
+    if parse_workers < 1 or embed_actors < 1 or batch_size < 1 or gpus_per_actor < 0:
+        raise ConfigError(
+            f"--parse-workers, --embed-actors and --batch-size must be positive and "
+            f"--gpus-per-actor not negative, not {parse_workers}, {embed_actors}, "
+            f"{batch_size}, {gpus_per_actor}"
+        )
+    files = _files(paths, kind)
+    report = IngestReport()
+    started = time.perf_counter()
+    index.ensure_store()
+    where = Path(index.where)
+    man = _PathManifest(manifest or where / "ray-manifest.json", index.where, index.embedder.name)
+    todo = []
+    for k, f in files:
+        rec = man.done(f)
+        if rec is None or (rec.size, rec.sha256) != (f.stat().st_size, sha256(f)):
+            todo.append((k, f))
+    if not todo:
+        report.seconds = time.perf_counter() - started
+        return report
+    connect(address, parse_workers + embed_actors, gpus_per_actor, embed_actors)
+    s = index.settings
+    device = "cuda" if gpus_per_actor > 0 else "cpu"
+    ds = ray.data.from_items([{"kind": k, "path": str(f), "pmid_ids": pmid_ids}
+                              for k, f in todo]).repartition(len(todo))  # fmt: skip
+    ds = ds.flat_map(parse_file, concurrency=parse_workers)
+    ds = ds.map_batches(
+        Encoder, fn_constructor_kwargs={"embedding_json": s.embedding.model_dump_json(),
+                                        "ingest_json": s.ingest.model_dump_json(),
+                                        "device": device},
+        batch_size=batch_size, concurrency=embed_actors, num_gpus=gpus_per_actor or None,
+    )  # fmt: skip
+    expected: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    deletions: dict[str, list[str]] = {}
+    failed: set[str] = set()
+    t0: dict[str, float] = {}
+    bar = tqdm(desc="ingest (ray)", unit="doc", disable=None if progress is None else not progress)
+    try:
+        for batch in ds.iter_batches(batch_size=s.ingest.batch_docs, batch_format="numpy"):
+            items, vectors, files_in = [], {}, []
+            for file, kind_, body in zip(batch["file"], batch["type"], batch["body"],
+                                         strict=True):  # fmt: skip
+                file, body = str(file), str(body)
+                t0.setdefault(file, time.perf_counter())
+                if kind_ == "doc":
+                    d = json.loads(body)
+                    doc = Document.model_validate_json(d["doc"])
+                    chunks = [Chunk.model_validate_json(c) for c in d["chunks"]]
+                    for c, (dense, idx, val) in zip(chunks, d["vectors"], strict=True):
+                        vectors[c.chunk_id] = (dense, SparseVec(idx, val))
+                    items.append((doc, chunks))
+                    files_in.append(file)
+                elif kind_ == "done":
+                    seen[file] = seen.get(file, 0) + 1
+                elif kind_ == "delete":
+                    deletions.setdefault(file, []).extend(json.loads(body))
+                elif kind_ == "problem":
+                    path, at, message = json.loads(body)
+                    report.skipped += 1
+                    report.problems.append(str(Problem(path, at, message)))
+                    log.warning("skipped %s", report.problems[-1])
+                    if not at or at.startswith("line "):
+                        failed.add(file)  # the file could not be read through
+                elif kind_ == "note":
+                    report.notes.append(body)
+                elif kind_ == "end":
+                    expected[file] = int(body)
+            if items:
+                res = index.write(items, vectors)
+                report.documents += len(items)
+                report.written += len(res.written_docs)
+                report.replaced += len(res.replaced_docs)
+                report.unchanged += len(res.unchanged_docs)
+                report.chunks += res.chunks
+                for fname in files_in:
+                    seen[fname] = seen.get(fname, 0) + 1
+                bar.update(len(items))
+            for name in [f for f, n in expected.items() if seen.get(f, 0) >= n]:
+                _finish(index, man, name, deletions.pop(name, []), report, failed, t0)
+                expected.pop(name)
+        index.flush()
+        index.store.optimize()
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _PathManifest(Manifest):
+    """The sync manifest keyed by whole paths (ingested files may share names)."""
+
+    def done(self, path: Path) -> FileRecord | None:
+        return self.files.get(str(Path(path).resolve()))
+
+
+def _finish(index: Index, man: Manifest, file: str, deleted: list[str], report: IngestReport,
+            failed: set[str], t0: dict[str, float]) -> None:  # fmt: skip
+    """All of ``file``'s documents are written: apply its deletions, record it (unless it
+    could not be read through: then it is redone next time)."""
+    if deleted:
+        report.deleted += index.delete(deleted)
+    index.flush()
+    if file in failed:
+        return
+    path = Path(file)
+    seconds = round(time.perf_counter() - t0.get(file, time.perf_counter()), 2)
+    man.add(FileRecord(str(path.resolve()), "baseline", path.stat().st_size, sha256(path), 0,
+                       len(deleted), 0, seconds,
+                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))  # fmt: skip
