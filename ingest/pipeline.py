@@ -265,6 +265,20 @@ def _drain(q: queue.Queue[_Item]) -> Iterator[_Item]:
         yield item
 
 
+def files_by_kind(paths: Iterable[Path], kind: str | None = None) -> list[tuple[Any, list[Path]]]:
+    """Each path's kind (``kind``, or detected per path) and its files; a path that does not
+    exist, or an unknown kind, is an :class:`InputError` raised before anything is read."""
+    from ingest.sources.files import KINDS, Kind, detect_kind, expand
+
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"unknown corpus kind {kind!r}: use one of {', '.join(KINDS)}")
+    groups: list[tuple[Any, list[Path]]] = []
+    for p in map(Path, paths):
+        k: Kind = kind or (detect_kind(p) if p.exists() else "beir")
+        groups.append((k, expand(k, [p])))  # (expand names a missing path)
+    return groups
+
+
 def ingest_paths(
     paths: Iterable[Path],
     index: Index,
@@ -283,15 +297,9 @@ def ingest_paths(
     A path that does not exist is an :class:`ingest.records.InputError` raised before
     anything is written; unreadable files inside are reported and skipped.
     """
-    from ingest.sources.files import KINDS, Kind, detect_kind, expand, records
+    from ingest.sources.files import records
 
-    if kind is not None and kind not in KINDS:
-        raise InputError(f"unknown corpus kind {kind!r}: use one of {', '.join(KINDS)}")
-    paths = [Path(p) for p in paths]
-    groups: list[tuple[Kind, list[Path]]] = []
-    for p in paths:
-        k: Kind = kind or (detect_kind(p) if p.exists() else "beir")
-        groups.append((k, expand(k, [p])))  # (expand names a missing path)
+    groups = files_by_kind(paths, kind)
 
     def all_records() -> Iterator[Record]:
         from ingest.sources.guidelines import with_level

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ingest.pipeline import IngestReport, prepare
-from ingest.records import Deletion, InputError, Problem
+from ingest.pipeline import IngestReport, files_by_kind, prepare
+from ingest.records import Deletion, Problem
 from ingest.sync import FileRecord, Manifest, sha256
 from retrieval.embedders import SparseVec
 from retrieval.errors import ConfigError, ServiceError
@@ -132,18 +132,6 @@ class Encoder:
         return out
 
 
-def _files(paths: Iterable[Path], kind: str | None) -> list[tuple[str, Path]]:
-    from ingest.sources.files import KINDS, detect_kind, expand
-
-    if kind is not None and kind not in KINDS:
-        raise InputError(f"unknown corpus kind {kind!r}: use one of {', '.join(KINDS)}")
-    out: list[tuple[str, Path]] = []
-    for p in map(Path, paths):
-        k = kind or (detect_kind(p) if p.exists() else "beir")
-        out += [(k, f) for f in expand(k, [p])]  # (expand names a missing path)
-    return out
-
-
 def ingest_ray(
     paths: Iterable[Path],
     index: Index,
@@ -168,7 +156,7 @@ def ingest_ray(
             f"--gpus-per-actor not negative, not {parse_workers}, {embed_actors}, "
             f"{batch_size}, {gpus_per_actor}"
         )
-    files = _files(paths, kind)
+    files = [(k, f) for k, fs in files_by_kind(paths, kind) for f in fs]
     report = IngestReport()
     started = time.perf_counter()
     index.ensure_store()

@@ -23,29 +23,33 @@ from ui.cli.app import (
     train_app,
 )
 
+# The training data both ranking models take.
+PairsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--pairs",
+        help="A BEIR folder of supervised pairs (queries.jsonl, corpus.jsonl, qrels/*.tsv); "
+        "repeatable.",
+    ),
+]
+FeedbackOpt = Annotated[
+    bool, typer.Option("--feedback", help="Add passages cited in answers rated helpful.")
+]
+ExcludeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--exclude-queries", help="A queries.jsonl whose ids never train (your evaluation queries)."
+    ),
+]
+
 
 @command(train_app, "retriever")
 def train_retriever(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the adapted model is written.")],
     store: StoreOpt = None,
-    pairs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--pairs",
-            help="A BEIR folder of supervised pairs (queries.jsonl, "
-            "corpus.jsonl, qrels/*.tsv); repeatable.",
-        ),
-    ] = None,
-    feedback: Annotated[
-        bool, typer.Option("--feedback", help="Add passages cited in answers rated helpful.")
-    ] = False,
-    exclude_queries: Annotated[
-        Path | None,
-        typer.Option(
-            "--exclude-queries",
-            help="A queries.jsonl whose ids never train (your evaluation queries).",
-        ),
-    ] = None,
+    pairs: PairsOpt = None,
+    feedback: FeedbackOpt = False,
+    exclude_queries: ExcludeOpt = None,
     base: Annotated[
         Path | None, typer.Option(help="Model folder to start from (default: the configured one).")
     ] = None,
@@ -96,24 +100,9 @@ def train_retriever(
 def train_reranker(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the reranker folder is written.")],
     store: StoreOpt = None,
-    pairs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--pairs",
-            help="A BEIR folder of supervised pairs (queries.jsonl, "
-            "corpus.jsonl, qrels/*.tsv); repeatable.",
-        ),
-    ] = None,
-    feedback: Annotated[
-        bool, typer.Option("--feedback", help="Add passages cited in answers rated helpful.")
-    ] = False,
-    exclude_queries: Annotated[
-        Path | None,
-        typer.Option(
-            "--exclude-queries",
-            help="A queries.jsonl whose ids never train (your evaluation queries).",
-        ),
-    ] = None,
+    pairs: PairsOpt = None,
+    feedback: FeedbackOpt = False,
+    exclude_queries: ExcludeOpt = None,
     base: Annotated[
         Path | None,
         typer.Option(help="Checkpoint folder to start from (default: the packaged MiniLM)."),
