@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,11 +28,11 @@ from typing import Any
 
 from ingest.pipeline import IngestReport, files_by_kind, prepare
 from ingest.records import Deletion, Problem
-from ingest.sync import FileRecord, Manifest, sha256
+from ingest.sync import FileRecord, Manifest, default_manifest, sha256
 from retrieval.embedders import SparseVec
 from retrieval.errors import ConfigError, ServiceError
 from retrieval.index import Index
-from retrieval.types import Chunk, Document
+from retrieval.types import Chunk, Document, EvidenceLevel
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def connect(address: str | None, cpus: int, gpus_per_actor: float, actors: int) 
     it has the GPUs asked for."""
     import ray
 
+    if address and address != "auto":
+        _probe(address)
     if not ray.is_initialized():
         try:
             if address:
@@ -62,14 +65,53 @@ def connect(address: str | None, cpus: int, gpus_per_actor: float, actors: int) 
             )
 
 
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming the address, when nothing listens at ``HOST:PORT`` (Ray itself
+    retries a dead address for minutes)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"--address {address!r} is not 'auto', HOST:PORT or ray://HOST:PORT (the head "
+            "node's address that `ray start --head` prints)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ServiceError(
+            f"no Ray cluster answers at {address!r} ({exc}): start one there with "
+            "`ray start --head`, or drop --address for a local one"
+        ) from None
+
+
+def cpu_threads(address: str | None, actors: int) -> int:
+    """Torch threads for each CPU encoder: the cores of a node shared by the actors on it
+    (this machine's cores for a local cluster; the smallest node's for a joined one). Parse
+    tasks run beside them, but parsing is some 100 times cheaper than encoding."""
+    import ray
+
+    if not address:
+        return max(1, (os.cpu_count() or 1) // actors)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    cores = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
+    return max(1, cores // max(1, -(-actors // max(1, len(nodes)))))
+
+
 def parse_file(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """One file's records as rows (documents as JSON), then an end row with their count."""
+    """One file's records as rows (documents as JSON), then an end row with their count. An
+    HTML, Markdown or PDF document takes the row's evidence level unless its file gave one."""
     from ingest.sources.files import records
+    from ingest.sources.guidelines import with_level
 
     path, n = row["path"], 0
+    level = EvidenceLevel(row["level"]) if row.get("level") else None
     for rec in records(row["kind"], [Path(path)], pmid_ids=bool(row["pmid_ids"])):
         if isinstance(rec, Document):
             n += 1
+            if level is not None and rec.doc_id.startswith("guideline:"):
+                rec = with_level(rec, level)
             yield {"file": path, "type": "doc", "body": rec.model_dump_json()}
         elif isinstance(rec, Deletion):
             yield {"file": path, "type": "delete", "body": json.dumps(list(rec.doc_ids))}
@@ -82,11 +124,15 @@ def parse_file(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
 class Encoder:
     """A Ray Data actor: the model loaded once; chunks and vectors for a batch of rows."""
 
-    def __init__(self, embedding_json: str, ingest_json: str, device: str) -> None:
+    def __init__(self, embedding_json: str, ingest_json: str, device: str, threads: int) -> None:
+        import torch
+
         from ingest.chunking import Chunker
         from retrieval.embedders import Bm25Encoder, load_embedder
         from retrieval.settings import EmbeddingSettings, IngestSettings
 
+        if threads > 0:  # Ray gives an actor of one CPU one torch thread
+            torch.set_num_threads(threads)
         emb = EmbeddingSettings.model_validate_json(embedding_json)
         self.ingest = IngestSettings.model_validate_json(ingest_json)
         self.embedder = load_embedder(emb.model_copy(update={"device": device}))
@@ -143,10 +189,13 @@ def ingest_ray(
     gpus_per_actor: float = 0.0,
     batch_size: int = 256,
     pmid_ids: bool = False,
+    evidence_level: EvidenceLevel | None = None,
     manifest: Path | None = None,
     progress: bool | None = None,
 ) -> IngestReport:
-    """Ingest ``paths`` through Ray Data; one report, as the default engine gives."""
+    """Ingest ``paths`` through Ray Data; one report, as the default engine gives.
+    ``manifest``: the finished files (default ``<store>/ray-manifest.json``, or a file under
+    the data folder for a Qdrant server)."""
     import ray
     from tqdm import tqdm
 
@@ -160,8 +209,8 @@ def ingest_ray(
     report = IngestReport()
     started = time.perf_counter()
     index.ensure_store()
-    where = Path(index.where)
-    man = _PathManifest(manifest or where / "ray-manifest.json", index.where, index.embedder.name)
+    man = _PathManifest(manifest or default_manifest(index, "ray"), index.where,
+                        index.embedder.name)  # fmt: skip
     todo = []
     for k, f in files:
         rec = man.done(f)
@@ -173,13 +222,16 @@ def ingest_ray(
     connect(address, parse_workers + embed_actors, gpus_per_actor, embed_actors)
     s = index.settings
     device = "cuda" if gpus_per_actor > 0 else "cpu"
-    ds = ray.data.from_items([{"kind": k, "path": str(f), "pmid_ids": pmid_ids}
+    level = evidence_level.value if evidence_level else ""
+    ds = ray.data.from_items([{"kind": k, "path": str(f), "pmid_ids": pmid_ids, "level": level}
                               for k, f in todo]).repartition(len(todo))  # fmt: skip
     ds = ds.flat_map(parse_file, concurrency=parse_workers)
     ds = ds.map_batches(
         Encoder, fn_constructor_kwargs={"embedding_json": s.embedding.model_dump_json(),
                                         "ingest_json": s.ingest.model_dump_json(),
-                                        "device": device},
+                                        "device": device,
+                                        "threads": cpu_threads(address, embed_actors)
+                                        if gpus_per_actor == 0 else 0},
         batch_size=batch_size, concurrency=embed_actors, num_gpus=gpus_per_actor or None,
     )  # fmt: skip
     expected: dict[str, int] = {}

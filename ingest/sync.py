@@ -160,14 +160,13 @@ class Manifest:
         return max(seqs) if seqs else None
 
 
-def default_manifest(index: Index) -> Path:
-    """``<store>/sync-manifest.json`` for a store folder; for a Qdrant server, a file under
-    the data folder named for its URL and collection."""
-    where = Path(index.where)
-    if index.settings.store.kind != "qdrant" and str(where) != ":memory:":
-        return where / "sync-manifest.json"
+def default_manifest(index: Index, job: str = "sync") -> Path:
+    """``<store>/<job>-manifest.json`` for a store folder; for a Qdrant server (or its
+    in-memory mode), a file under the data folder named for its URL and collection."""
+    if index.where != ":memory:" and "://" not in index.where:
+        return Path(index.where) / f"{job}-manifest.json"
     name = re.sub(r"[^A-Za-z0-9]+", "-", f"{index.where}-{index.settings.store.collection}")
-    return Path(index.settings.data_dir) / "sync" / f"{name.strip('-')}.json"
+    return Path(index.settings.data_dir) / job / f"{name.strip('-')}.json"
 
 
 # -- syncing -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ tiny random sentence-transformers model built in-process once per session."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,19 @@ def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("EVIDEX_DATA_DIR", str(tmp_path / "evidex-data"))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[object]:
+    """A local Ray cluster of 2 CPUs for one test module, shut down after it. A cluster left
+    running by an earlier module in the same worker is shut down first, so each module starts
+    from its own (``ray.init`` twice is an error)."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (the [scale] extra)")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

