@@ -6,10 +6,12 @@ The same parsers, chunker, point ids and payloads as the default engine, spread 
    (``parse_workers`` at once) read them into documents, deletions and problems;
 2. an actor pool (``embed_actors`` actors, each loading the model once; ``gpus_per_actor``
    GPUs each, CPU when 0) chunks the documents and computes their dense and BM25 vectors;
-3. the driver writes the points through :meth:`retrieval.index.Index.write` (which skips
-   documents already stored whole and replaces changed ones) - a single writer, as the
-   embedded Edge store allows one process; a file's deletions are applied once all of its
-   documents are written, and then the file is recorded in the manifest.
+3. the points are written through :meth:`retrieval.index.Index.write` (which skips
+   documents already stored whole and replaces changed ones): by the driver, a single
+   writer, as the embedded Edge store allows one process; or, for a Qdrant server, by
+   ``writers`` writer actors in parallel, each with its own client. A file's deletions are
+   applied once all of its documents are written, and then the file is recorded in the
+   manifest.
 
 A killed job resumes: finished files are skipped; the file it was in is redone, and writing
 is idempotent. A bad file is reported and skipped. Without ``address`` a local Ray cluster is
@@ -36,6 +38,9 @@ from retrieval.types import Chunk, Document, EvidenceLevel
 
 log = logging.getLogger(__name__)
 
+Vectors = dict[str, tuple[list[float], SparseVec]]
+"""Dense and BM25 vectors by chunk id."""
+
 
 def connect(address: str | None, cpus: int, gpus_per_actor: float, actors: int) -> None:
     """Join the cluster at ``address`` (or start a local one with ``cpus`` CPUs), and check
@@ -49,7 +54,9 @@ def connect(address: str | None, cpus: int, gpus_per_actor: float, actors: int) 
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                # "local": a new cluster of its own, even where `ray start` runs one here
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False,
+                         log_to_driver=False)  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ServiceError(
                 f"cannot join the Ray cluster at {address!r}: {exc} (start one with "
@@ -187,7 +194,8 @@ def ingest_ray(
     parse_workers: int = 2,
     embed_actors: int = 1,
     gpus_per_actor: float = 0.0,
-    batch_size: int = 256,
+    batch_size: int = 512,
+    writers: int = 1,
     pmid_ids: bool = False,
     evidence_level: EvidenceLevel | None = None,
     manifest: Path | None = None,
@@ -195,15 +203,22 @@ def ingest_ray(
 ) -> IngestReport:
     """Ingest ``paths`` through Ray Data; one report, as the default engine gives.
     ``manifest``: the finished files (default ``<store>/ray-manifest.json``, or a file under
-    the data folder for a Qdrant server)."""
+    the data folder for a Qdrant server). ``writers`` > 1 (a Qdrant server only): writer
+    actors, each with its own client, write the points in parallel; otherwise the driver
+    writes them."""
     import ray
     from tqdm import tqdm
 
-    if parse_workers < 1 or embed_actors < 1 or batch_size < 1 or gpus_per_actor < 0:
+    if min(parse_workers, embed_actors, batch_size, writers) < 1 or gpus_per_actor < 0:
         raise ConfigError(
-            f"--parse-workers, --embed-actors and --batch-size must be positive and "
-            f"--gpus-per-actor not negative, not {parse_workers}, {embed_actors}, "
-            f"{batch_size}, {gpus_per_actor}"
+            f"--parse-workers, --embed-actors, --batch-size and --writers must be positive "
+            f"and --gpus-per-actor not negative, not {parse_workers}, {embed_actors}, "
+            f"{batch_size}, {writers}, {gpus_per_actor}"
+        )
+    if writers > 1 and not (index.settings.store.kind == "qdrant" and index.settings.store.url):
+        raise ConfigError(
+            f'--writers {writers} needs a Qdrant server ([store] kind = "qdrant" and url): '
+            f"the store at {index.where} takes one writing process; drop --writers"
         )
     files = [(k, f) for k, fs in files_by_kind(paths, kind) for f in fs]
     report = IngestReport()
@@ -226,14 +241,25 @@ def ingest_ray(
     ds = ray.data.from_items([{"kind": k, "path": str(f), "pmid_ids": pmid_ids, "level": level}
                               for k, f in todo]).repartition(len(todo))  # fmt: skip
     ds = ds.flat_map(parse_file, concurrency=parse_workers)
+    threads = cpu_threads(address, embed_actors) if gpus_per_actor == 0 else 0
+    # CPU encoders: their threads wait passively (spinning OpenMP threads lose a third of
+    # their speed when the driver's writes take a core now and then)
+    env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"} if threads else {}
     ds = ds.map_batches(
         Encoder, fn_constructor_kwargs={"embedding_json": s.embedding.model_dump_json(),
                                         "ingest_json": s.ingest.model_dump_json(),
-                                        "device": device,
-                                        "threads": cpu_threads(address, embed_actors)
-                                        if gpus_per_actor == 0 else 0},
+                                        "device": device, "threads": threads},
         batch_size=batch_size, concurrency=embed_actors, num_gpus=gpus_per_actor or None,
+        runtime_env={"env_vars": env} if env else None,
     )  # fmt: skip
+    if writers > 1:
+        key = s.store.api_key.get_secret_value() if s.store.api_key else None
+        ds = ds.map_batches(
+            Writer, fn_constructor_kwargs={"settings_json": s.model_dump_json(), "api_key": key,
+                                           "model": index.embedder.name,
+                                           "dim": index.embedder.dim},
+            batch_size=s.ingest.batch_docs, concurrency=writers,
+        )  # fmt: skip
     expected: dict[str, int] = {}
     seen: dict[str, int] = {}
     deletions: dict[str, list[str]] = {}
@@ -242,19 +268,23 @@ def ingest_ray(
     bar = tqdm(desc="ingest (ray)", unit="doc", disable=None if progress is None else not progress)
     try:
         for batch in ds.iter_batches(batch_size=s.ingest.batch_docs, batch_format="numpy"):
-            items, vectors, files_in = [], {}, []
+            items, vectors, files_in = [], Vectors(), []
             for file, kind_, body in zip(batch["file"], batch["type"], batch["body"],
                                          strict=True):  # fmt: skip
                 file, body = str(file), str(body)
                 t0.setdefault(file, time.perf_counter())
                 if kind_ == "doc":
-                    d = json.loads(body)
-                    doc = Document.model_validate_json(d["doc"])
-                    chunks = [Chunk.model_validate_json(c) for c in d["chunks"]]
-                    for c, (dense, idx, val) in zip(chunks, d["vectors"], strict=True):
-                        vectors[c.chunk_id] = (dense, SparseVec(idx, val))
-                    items.append((doc, chunks))
+                    items.append(decode(body, vectors))
                     files_in.append(file)
+                elif kind_ == "wrote":  # by a writer actor
+                    w = json.loads(body)
+                    report.documents += w["documents"]
+                    report.written += w["written"]
+                    report.replaced += w["replaced"]
+                    report.unchanged += w["unchanged"]
+                    report.chunks += w["chunks"]
+                    seen[file] = seen.get(file, 0) + w["documents"]
+                    bar.update(w["documents"])
                 elif kind_ == "done":
                     seen[file] = seen.get(file, 0) + 1
                 elif kind_ == "delete":
@@ -289,6 +319,74 @@ def ingest_ray(
         bar.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def decode(body: str, vectors: Vectors) -> tuple[Document, list[Chunk]]:
+    """An encoder's document row: the document and its chunks; their vectors go into
+    ``vectors`` by chunk id."""
+    d = json.loads(body)
+    doc = Document.model_validate_json(d["doc"])
+    chunks = [Chunk.model_validate_json(c) for c in d["chunks"]]
+    for c, (dense, idx, val) in zip(chunks, d["vectors"], strict=True):
+        vectors[c.chunk_id] = (dense, SparseVec(idx, val))
+    return doc, chunks
+
+
+class _GivenVectors:
+    """The embedder of a writer actor: the model's name and size only (the vectors come
+    computed); asked to embed, it says so."""
+
+    def __init__(self, name: str, dim: int) -> None:
+        self.name, self.dim = name, dim
+
+    def embed_documents(self, texts: Any) -> Any:
+        raise ConfigError(f"a Ray writer actor cannot embed ({len(texts)} text(s) came bare)")
+
+
+class Writer:
+    """A Ray Data actor writing to a Qdrant server through its own client: a batch's
+    documents through :meth:`Index.write` (the same skip and replace rules), a ``wrote`` row
+    per file with what it did; other rows pass through to the driver."""
+
+    def __init__(self, settings_json: str, api_key: str | None, model: str, dim: int) -> None:
+        from pydantic import SecretStr
+
+        from retrieval.settings import Settings
+
+        settings = Settings.model_validate_json(settings_json)
+        if api_key:  # a SecretStr travels masked in JSON
+            store = settings.store.model_copy(update={"api_key": SecretStr(api_key)})
+            settings = settings.model_copy(update={"store": store})
+        self.index = Index(settings, create=False, embedder=_GivenVectors(model, dim))  # type: ignore[arg-type]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"file": [], "type": [], "body": []}
+        items, files, vectors = [], [], Vectors()
+        for file, kind, body in zip(batch["file"], batch["type"], batch["body"], strict=True):
+            if kind == "doc":
+                items.append(decode(str(body), vectors))
+                files.append(str(file))
+            else:
+                out["file"].append(str(file))
+                out["type"].append(str(kind))
+                out["body"].append(str(body))
+        res = self.index.write(items, vectors)
+        self.index.flush()
+        status = {**dict.fromkeys(res.written_docs, "written"),
+                  **dict.fromkeys(res.replaced_docs, "replaced"),
+                  **dict.fromkeys(res.unchanged_docs, "unchanged")}  # fmt: skip
+        per: dict[str, dict[str, int]] = {}
+        for file, (doc, chunks) in zip(files, items, strict=True):
+            c = per.setdefault(file, dict.fromkeys(
+                ("documents", "written", "replaced", "unchanged", "chunks"), 0))  # fmt: skip
+            c["documents"] += 1
+            c[status[doc.doc_id]] += 1
+            c["chunks"] += len(chunks) if status[doc.doc_id] != "unchanged" else 0
+        for file, c in per.items():
+            out["file"].append(file)
+            out["type"].append("wrote")
+            out["body"].append(json.dumps(c))
+        return out
 
 
 class _PathManifest(Manifest):

@@ -42,6 +42,14 @@ GpusOpt = Annotated[
 RayBatchOpt = Annotated[
     int, typer.Option(min=1, help="With --engine ray: documents per embedding batch.")
 ]
+WritersOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="With --engine ray and a Qdrant server: writer actors writing in parallel (the "
+        "embedded store takes one writer).",
+    ),
+]
 FILE_KINDS = {
     "pubmed": "PubMed XML (efetch sets, baseline/update .xml.gz) or MEDLINE text files.",
     "pmc": "PMC Open Access full text (JATS .nxml).",
@@ -83,7 +91,15 @@ def _ingest(paths: Any, kind: str, store: Any, config: Any, as_json: bool, batch
 
 def _engine(values: dict[str, Any]) -> dict[str, Any]:
     """The engine options of a command's arguments."""
-    keys = ("engine", "address", "parse_workers", "embed_actors", "gpus_per_actor", "batch_size")
+    keys = (
+        "engine",
+        "address",
+        "parse_workers",
+        "embed_actors",
+        "gpus_per_actor",
+        "batch_size",
+        "writers",
+    )
     return {k: values[k] for k in keys}
 
 
@@ -101,7 +117,8 @@ def _file_command(kind: str, help_text: str) -> None:
         parse_workers: ParseOpt = 2,
         embed_actors: ActorsOpt = 1,
         gpus_per_actor: GpusOpt = 0.0,
-        batch_size: RayBatchOpt = 256,
+        batch_size: RayBatchOpt = 512,
+        writers: WritersOpt = 1,
     ) -> None:
         _ingest(paths, kind, store, config, as_json, batch_docs, _engine(locals()))
 
@@ -134,7 +151,8 @@ def ingest_beir(
     parse_workers: ParseOpt = 2,
     embed_actors: ActorsOpt = 1,
     gpus_per_actor: GpusOpt = 0.0,
-    batch_size: RayBatchOpt = 256,
+    batch_size: RayBatchOpt = 512,
+    writers: WritersOpt = 1,
 ) -> None:
     """A BEIR corpus.jsonl (or a BEIR dataset folder holding one)."""
     _ingest(paths, "beir", store, config, as_json, batch_docs, _engine(locals()),
@@ -162,7 +180,8 @@ def ingest_guidelines(
     parse_workers: ParseOpt = 2,
     embed_actors: ActorsOpt = 1,
     gpus_per_actor: GpusOpt = 0.0,
-    batch_size: RayBatchOpt = 256,
+    batch_size: RayBatchOpt = 512,
+    writers: WritersOpt = 1,
 ) -> None:
     """Guidelines: USPSTF JSON, MedQuAD (.jsonl[.gz], .xml), HTML, Markdown, PDF."""
     from ingest.evidence import parse_level
