@@ -204,7 +204,7 @@ def main() -> None:
     hours = PUBMED_CITATIONS * per_doc / ray_cps / 3600
     lines += [
         "",
-        f"Projection for {PUBMED_CITATIONS:.0e} citations at {per_doc:.2f} chunks/citation "
+        f"Projection for {PUBMED_CITATIONS / 1e6:.0f} million citations at {per_doc:.2f} chunks/citation "
         f"({PUBMED_CITATIONS * per_doc / 1e6:.0f} M chunks): {hours:,.1f} h at this Ray "
         f"engine's {ray_cps:,.0f} chunks/s; the encoder alone would take "
         f"{PUBMED_CITATIONS * per_doc / (chunks / raw_s) / 3600:,.1f} h.",

@@ -31,7 +31,7 @@ from typing import Any
 from ingest.pipeline import IngestReport, files_by_kind, prepare
 from ingest.records import Deletion, Problem
 from ingest.sync import FileRecord, Manifest, default_manifest, sha256
-from retrieval.embedders import SparseVec
+from retrieval.embedders import LearnedSparseEmbedder, SparseVec
 from retrieval.errors import ConfigError, ServiceError
 from retrieval.index import Index
 from retrieval.types import Chunk, Document, EvidenceLevel
@@ -220,6 +220,11 @@ def ingest_ray(
             f'--writers {writers} needs a Qdrant server ([store] kind = "qdrant" and url): '
             f"the store at {index.where} takes one writing process; drop --writers"
         )
+    if isinstance(index.embedder, LearnedSparseEmbedder):
+        raise ConfigError(
+            f"--engine ray computes dense and BM25 vectors; {index.embedder.name}'s learned "
+            "sparse vectors are not computed by its actors yet: use --engine local"
+        )
     files = [(k, f) for k, fs in files_by_kind(paths, kind) for f in fs]
     report = IngestReport()
     started = time.perf_counter()
@@ -240,17 +245,14 @@ def ingest_ray(
     level = evidence_level.value if evidence_level else ""
     ds = ray.data.from_items([{"kind": k, "path": str(f), "pmid_ids": pmid_ids, "level": level}
                               for k, f in todo]).repartition(len(todo))  # fmt: skip
-    ds = ds.flat_map(parse_file, concurrency=parse_workers)
+    ds = ds.flat_map(parse_file, compute=ray.data.TaskPoolStrategy(size=parse_workers))
     threads = cpu_threads(address, embed_actors) if gpus_per_actor == 0 else 0
-    # CPU encoders: their threads wait passively (spinning OpenMP threads lose a third of
-    # their speed when the driver's writes take a core now and then)
-    env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"} if threads else {}
     ds = ds.map_batches(
         Encoder, fn_constructor_kwargs={"embedding_json": s.embedding.model_dump_json(),
                                         "ingest_json": s.ingest.model_dump_json(),
                                         "device": device, "threads": threads},
-        batch_size=batch_size, concurrency=embed_actors, num_gpus=gpus_per_actor or None,
-        runtime_env={"env_vars": env} if env else None,
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=embed_actors),
+        num_gpus=gpus_per_actor or None,
     )  # fmt: skip
     if writers > 1:
         key = s.store.api_key.get_secret_value() if s.store.api_key else None
@@ -258,7 +260,7 @@ def ingest_ray(
             Writer, fn_constructor_kwargs={"settings_json": s.model_dump_json(), "api_key": key,
                                            "model": index.embedder.name,
                                            "dim": index.embedder.dim},
-            batch_size=s.ingest.batch_docs, concurrency=writers,
+            batch_size=s.ingest.batch_docs, compute=ray.data.ActorPoolStrategy(size=writers),
         )  # fmt: skip
     expected: dict[str, int] = {}
     seen: dict[str, int] = {}

@@ -478,7 +478,8 @@ def run_ray(
             [dict(m) for m in r.messages])} for r in todo]  # fmt: skip
         ds = ray.data.from_items(items).map_batches(
             _RayClient, fn_constructor_kwargs={"config": asdict(config)},
-            batch_size=config.concurrency, concurrency=actors, batch_format="pandas",
+            batch_size=config.concurrency, compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_format="pandas",
         )  # fmt: skip
         by_key = {(r.row, r.sample): r for r in todo}
         for rec in ds.iter_rows():

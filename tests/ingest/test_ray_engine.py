@@ -17,7 +17,9 @@ import pytest
 
 from ingest.pipeline import ingest_paths
 from ingest.ray_engine import ingest_ray
-from retrieval.errors import ConfigError
+from ingest.records import InputError
+from ingest.sync import SyncError
+from retrieval.errors import ConfigError, EvidexError
 from retrieval.index import Index
 from retrieval.settings import load_settings
 from retrieval.types import Document
@@ -134,8 +136,17 @@ def test_bad_engine_options_are_named(tmp_path: Path, tiny_model_dir: Path) -> N
             ingest_ray([f], idx, "pubmed", embed_actors=0)
         with pytest.raises(ConfigError, match="--writers 2 needs a Qdrant server"):
             ingest_ray([f], idx, "pubmed", writers=2)
-        with pytest.raises(Exception, match=r"does not exist|no such"):
-            ingest_ray([tmp_path / "missing.xml"], idx, "pubmed")
+        with pytest.raises(InputError, match=r"missing\.xml"):
+            ingest_ray([f, tmp_path / "missing.xml"], idx, "pubmed")
+        other = tmp_path / "other-manifest.json"
+        other.write_text(json.dumps({"store": "/elsewhere", "embedding_model": "m", "files": []}))
+        with pytest.raises(SyncError, match="belongs to the store /elsewhere"):
+            ingest_ray([f], idx, "pubmed", manifest=other)
+        assert idx.store.count() == 0  # none of these wrote anything
+    minilm = load_settings(data_dir=tmp_path)  # the packaged MiniLM: another model and size
+    with Index(minilm, tmp_path / "s", create=False) as idx, pytest.raises(EvidexError) as err:
+        ingest_ray([f], idx, "pubmed")
+    assert "all-MiniLM" in str(err.value), err.value
 
 
 def test_engine_option_on_the_command_line(tmp_path: Path) -> None:

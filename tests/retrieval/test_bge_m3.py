@@ -51,6 +51,12 @@ def test_index_with_bge_m3_fuses_three_branches(tmp_path: Path, tiny_bge: Path) 
     assert info is not None and info.learned_sparse and info.embedding_model == "tiny-bge-m3"
     hits = idx.search("programmed cell death in the lace plant", k=3, mode="hybrid")
     assert hits and hits[0].pmid == "21645374"  # BM25 carries it; the fusion keeps it on top
+    from ingest.ray_engine import ingest_ray
+    from retrieval.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="learned sparse vectors are not computed"):
+        ingest_ray([small], idx, "beir")  # refused before Ray starts or anything is written
+    assert idx.store.count() == report.chunks
     idx.close()
 
 
