@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Vectors = dict[str, tuple[list[float], SparseVec]]
 """Dense and BM25 vectors by chunk id."""
+Learned = dict[str, SparseVec]
+"""A learned-sparse model's (BGE-M3's) own sparse vectors by chunk id."""
 
 
 def connect(address: str | None, cpus: int, gpus_per_actor: float, actors: int) -> None:
@@ -174,9 +176,12 @@ class Encoder:
         texts = [c.embed_text for _, _, cs in docs for c in cs]
         dense = self.embedder.embed_documents(texts).tolist() if texts else []
         sparse = self.bm25.embed_documents(texts) if texts else []
+        learned = (self.embedder.embed_sparse(texts) if texts and isinstance(
+            self.embedder, LearnedSparseEmbedder) else None)  # fmt: skip
         i = 0
         for file, doc, chunks in docs:
-            vecs = [(dense[i + j], sparse[i + j].indices, sparse[i + j].values)
+            vecs = [[dense[i + j], sparse[i + j].indices, sparse[i + j].values]
+                    + ([learned[i + j].indices, learned[i + j].values] if learned else [])
                     for j in range(len(chunks))]  # fmt: skip
             i += len(chunks)
             put(file, "doc", json.dumps({"doc": doc.model_dump_json(),
@@ -220,11 +225,6 @@ def ingest_ray(
             f'--writers {writers} needs a Qdrant server ([store] kind = "qdrant" and url): '
             f"the store at {index.where} takes one writing process; drop --writers"
         )
-    if isinstance(index.embedder, LearnedSparseEmbedder):
-        raise ConfigError(
-            f"--engine ray computes dense and BM25 vectors; {index.embedder.name}'s learned "
-            "sparse vectors are not computed by its actors yet: use --engine local"
-        )
     files = [(k, f) for k, fs in files_by_kind(paths, kind) for f in fs]
     report = IngestReport()
     started = time.perf_counter()
@@ -259,7 +259,9 @@ def ingest_ray(
         ds = ds.map_batches(
             Writer, fn_constructor_kwargs={"settings_json": s.model_dump_json(), "api_key": key,
                                            "model": index.embedder.name,
-                                           "dim": index.embedder.dim},
+                                           "dim": index.embedder.dim,
+                                           "learned_sparse": isinstance(
+                                               index.embedder, LearnedSparseEmbedder)},
             batch_size=s.ingest.batch_docs, compute=ray.data.ActorPoolStrategy(size=writers),
         )  # fmt: skip
     expected: dict[str, int] = {}
@@ -270,13 +272,13 @@ def ingest_ray(
     bar = tqdm(desc="ingest (ray)", unit="doc", disable=None if progress is None else not progress)
     try:
         for batch in ds.iter_batches(batch_size=s.ingest.batch_docs, batch_format="numpy"):
-            items, vectors, files_in = [], Vectors(), []
+            items, vectors, learned, files_in = [], Vectors(), Learned(), []
             for file, kind_, body in zip(batch["file"], batch["type"], batch["body"],
                                          strict=True):  # fmt: skip
                 file, body = str(file), str(body)
                 t0.setdefault(file, time.perf_counter())
                 if kind_ == "doc":
-                    items.append(decode(body, vectors))
+                    items.append(decode(body, vectors, learned))
                     files_in.append(file)
                 elif kind_ == "wrote":  # by a writer actor
                     w = json.loads(body)
@@ -303,7 +305,7 @@ def ingest_ray(
                 elif kind_ == "end":
                     expected[file] = int(body)
             if items:
-                res = index.write(items, vectors)
+                res = index.write(items, vectors, learned)
                 report.documents += len(items)
                 report.written += len(res.written_docs)
                 report.replaced += len(res.replaced_docs)
@@ -323,14 +325,16 @@ def ingest_ray(
     return report
 
 
-def decode(body: str, vectors: Vectors) -> tuple[Document, list[Chunk]]:
+def decode(body: str, vectors: Vectors, learned: Learned) -> tuple[Document, list[Chunk]]:
     """An encoder's document row: the document and its chunks; their vectors go into
-    ``vectors`` by chunk id."""
+    ``vectors`` (and ``learned``, from a learned-sparse model) by chunk id."""
     d = json.loads(body)
     doc = Document.model_validate_json(d["doc"])
     chunks = [Chunk.model_validate_json(c) for c in d["chunks"]]
-    for c, (dense, idx, val) in zip(chunks, d["vectors"], strict=True):
+    for c, (dense, idx, val, *extra) in zip(chunks, d["vectors"], strict=True):
         vectors[c.chunk_id] = (dense, SparseVec(idx, val))
+        if extra:
+            learned[c.chunk_id] = SparseVec(extra[0], extra[1])
     return doc, chunks
 
 
@@ -345,12 +349,20 @@ class _GivenVectors:
         raise ConfigError(f"a Ray writer actor cannot embed ({len(texts)} text(s) came bare)")
 
 
+class _GivenLearned(_GivenVectors):
+    """The same for a learned-sparse model (its own sparse vectors come computed too)."""
+
+    def embed_sparse(self, texts: Any) -> Any:
+        return self.embed_documents(texts)
+
+
 class Writer:
     """A Ray Data actor writing to a Qdrant server through its own client: a batch's
     documents through :meth:`Index.write` (the same skip and replace rules), a ``wrote`` row
     per file with what it did; other rows pass through to the driver."""
 
-    def __init__(self, settings_json: str, api_key: str | None, model: str, dim: int) -> None:
+    def __init__(self, settings_json: str, api_key: str | None, model: str, dim: int,
+                 learned_sparse: bool = False) -> None:  # fmt: skip
         from pydantic import SecretStr
 
         from retrieval.settings import Settings
@@ -359,20 +371,21 @@ class Writer:
         if api_key:  # a SecretStr travels masked in JSON
             store = settings.store.model_copy(update={"api_key": SecretStr(api_key)})
             settings = settings.model_copy(update={"store": store})
-        self.index = Index(settings, create=False, embedder=_GivenVectors(model, dim))  # type: ignore[arg-type]
+        given = (_GivenLearned if learned_sparse else _GivenVectors)(model, dim)
+        self.index = Index(settings, create=False, embedder=given)  # type: ignore[arg-type]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {"file": [], "type": [], "body": []}
-        items, files, vectors = [], [], Vectors()
+        items, files, vectors, learned = [], [], Vectors(), Learned()
         for file, kind, body in zip(batch["file"], batch["type"], batch["body"], strict=True):
             if kind == "doc":
-                items.append(decode(str(body), vectors))
+                items.append(decode(str(body), vectors, learned))
                 files.append(str(file))
             else:
                 out["file"].append(str(file))
                 out["type"].append(str(kind))
                 out["body"].append(str(body))
-        res = self.index.write(items, vectors)
+        res = self.index.write(items, vectors, learned)
         self.index.flush()
         status = {**dict.fromkeys(res.written_docs, "written"),
                   **dict.fromkeys(res.replaced_docs, "replaced"),

@@ -169,10 +169,12 @@ class Index:
         self,
         items: Sequence[tuple[Document, Sequence[Chunk]]],
         vectors: Mapping[str, tuple[Sequence[float], SparseVec]] | None = None,
+        learned: Mapping[str, SparseVec] | None = None,
     ) -> WriteResult:
         """Embed and store documents' chunks, skipping documents already stored whole.
         ``vectors`` (dense and BM25 by chunk id, computed elsewhere, e.g. by the Ray engine's
-        encoders with this model) are used instead of embedding here."""
+        encoders with this model) are used instead of embedding here; with a learned-sparse
+        model (BGE-M3) only together with its ``learned`` vectors for every chunk."""
         result = WriteResult()
         if not items:
             return result
@@ -202,25 +204,30 @@ class Index:
             return result
         texts = [c.embed_text for _, c in flat]
         emb = self.embedder
-        given = vectors or {}
+        given, given_learned = vectors or {}, learned or {}
+        wants_learned = isinstance(emb, LearnedSparseEmbedder)
+        learned_vecs: list[SparseVec] | None = None
         if (
             given
-            and not isinstance(emb, LearnedSparseEmbedder)
             and all(c.chunk_id in given for _, c in flat)
+            and (not wants_learned or all(c.chunk_id in given_learned for _, c in flat))
         ):
             dense: Any = [given[c.chunk_id][0] for _, c in flat]
             sparse = [given[c.chunk_id][1] for _, c in flat]
+            if wants_learned:
+                learned_vecs = [given_learned[c.chunk_id] for _, c in flat]
         else:
             dense = emb.embed_documents(texts)
             sparse = self.bm25.embed_documents(texts)
-        learned = emb.embed_sparse(texts) if isinstance(emb, LearnedSparseEmbedder) else None
+            if isinstance(emb, LearnedSparseEmbedder):
+                learned_vecs = emb.embed_sparse(texts)
         points = [
             PointRecord(
                 id=c.chunk_id,
                 dense=dense[i],
                 sparse=sparse[i],
                 payload=chunk_payload(d, c),
-                learned=learned[i] if learned is not None else None,
+                learned=learned_vecs[i] if learned_vecs is not None else None,
             )
             for i, (d, c) in enumerate(flat)
         ]

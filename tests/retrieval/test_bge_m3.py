@@ -19,13 +19,21 @@ pytest.importorskip("FlagEmbedding", reason="the [bge] extra (FlagEmbedding) is 
 
 @pytest.fixture(scope="module")
 def tiny_bge(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     out = tmp_path_factory.mktemp("models") / "tiny-bge-m3"
     # pad id 0 = MiniLM's [PAD]
-    return build_tiny_model(
+    path = build_tiny_model(
         out, XLMRobertaModel, XLMRobertaConfig, max_position_embeddings=514, pad_token_id=0
     )
+    # BGE-M3's sparse and ColBERT heads, as a real checkpoint has them: without both files
+    # FlagEmbedding draws new random heads at every load (two loads would disagree)
+    hidden = int(XLMRobertaConfig.from_pretrained(path).hidden_size)
+    torch.manual_seed(0)
+    torch.save(torch.nn.Linear(hidden, 1).state_dict(), path / "sparse_linear.pt")
+    torch.save(torch.nn.Linear(hidden, hidden).state_dict(), path / "colbert_linear.pt")
+    return path
 
 
 def test_dense_and_learned_sparse(tiny_bge: Path) -> None:
@@ -51,13 +59,43 @@ def test_index_with_bge_m3_fuses_three_branches(tmp_path: Path, tiny_bge: Path) 
     assert info is not None and info.learned_sparse and info.embedding_model == "tiny-bge-m3"
     hits = idx.search("programmed cell death in the lace plant", k=3, mode="hybrid")
     assert hits and hits[0].pmid == "21645374"  # BM25 carries it; the fusion keeps it on top
-    from ingest.ray_engine import ingest_ray
-    from retrieval.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="learned sparse vectors are not computed"):
-        ingest_ray([small], idx, "beir")  # refused before Ray starts or anything is written
-    assert idx.store.count() == report.chunks
     idx.close()
+
+
+def test_the_ray_engine_writes_bge_m3s_three_vectors(
+    tmp_path: Path, tiny_bge: Path, local_ray: object
+) -> None:
+    """The Ray engine's actors compute the learned sparse vectors too: its points (dense,
+    BM25, learned sparse, payloads) are the default engine's, and hybrid search agrees."""
+    from ingest.ray_engine import ingest_ray
+
+    corpus = shared_path("pubmedqa", "beir_dev", "corpus.jsonl")
+    small = tmp_path / "corpus.jsonl"
+    small.write_text("\n".join(corpus.read_text().splitlines()[:12]) + "\n")
+    settings = load_settings(
+        embedding={"kind": "bge-m3", "model_path": tiny_bge, "max_tokens": 256}
+    )
+    out = {}
+    for engine in ("local", "ray"):
+        with Index(settings, tmp_path / engine) as idx:
+            if engine == "ray":
+
+                def refuse(texts: object) -> None:
+                    raise AssertionError("the driver embedded: the actors' vectors were not used")
+
+                emb = idx.embedder
+                emb.embed_documents = refuse  # type: ignore[method-assign]
+                emb.embed_sparse = refuse  # type: ignore[attr-defined]
+                r = ingest_ray([small], idx, "beir", pmid_ids=True, progress=False)
+                del emb.embed_documents, emb.embed_sparse  # queries are embedded here
+            else:
+                r = run_ingest(records("beir", [small], pmid_ids=True), idx, progress=False)
+            assert r.written == 12
+            hits = idx.search("programmed cell death in the lace plant", k=5, mode="hybrid")
+            # the fused scores carry all three branches (one missing would change them)
+            out[engine] = ([(h.chunk_id, round(h.score, 5)) for h in hits],
+                           dict(idx.store.payloads()), idx.store.info())  # fmt: skip
+    assert out["ray"] == out["local"] and out["ray"][2].learned_sparse
 
 
 def test_bge_m3_needs_a_path() -> None:
