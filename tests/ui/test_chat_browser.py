@@ -161,6 +161,23 @@ def _wait(driver: WebDriver, timeout: float = 60) -> WebDriverWait[WebDriver]:
     return WebDriverWait(driver, timeout, poll_frequency=0.3)
 
 
+def _click(driver: WebDriver, element: WebElement, timeout: float = 30) -> None:
+    """Click ``element`` once nothing covers it: it is scrolled to the middle of the window
+    first, and the click is retried while Streamlit is still laying the page out (a click
+    on an element another one covers fails instead of landing elsewhere)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    def clicked(d: WebDriver) -> bool:
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+        try:
+            element.click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    _wait(driver, timeout).until(clicked)
+
+
 def _text_on_page(text: str):  # type: ignore[no-untyped-def]
     return lambda d: text in d.find_element(By.TAG_NAME, "body").text
 
@@ -211,7 +228,7 @@ def test_clinician_session_in_a_real_browser(
     card = browser.find_element(
         By.XPATH, "//details[.//summary//p[starts-with(normalize-space(.), '[1]')]]"
     )
-    card.find_element(By.TAG_NAME, "summary").click()
+    _click(browser, card.find_element(By.TAG_NAME, "summary"))
     _wait(browser).until(
         lambda d: card.find_element(
             By.XPATH, ".//a[normalize-space(.)='Open source']"
@@ -304,7 +321,7 @@ def test_served_model_consensus_and_a_retracted_record_in_a_real_browser(
     left = last.find_element(
         By.XPATH, ".//details[.//summary//p[starts-with(normalize-space(.), 'Left out')]]"
     )
-    left.find_element(By.TAG_NAME, "summary").click()
+    _click(browser, left.find_element(By.TAG_NAME, "summary"))
     _wait(browser).until(lambda d: "RETRACTED" in left.text and "Retraction in PMID" in left.text)
     browser.save_screenshot(str(ARTIFACTS / "chat-retracted.png"))
 
@@ -327,6 +344,6 @@ def test_a_chinese_session_in_a_real_browser(
     card = last.find_element(
         By.XPATH, ".//details[.//summary//p[starts-with(normalize-space(.), '[1]')]]"
     )
-    card.find_element(By.TAG_NAME, "summary").click()
+    _click(browser, card.find_element(By.TAG_NAME, "summary"))
     _wait(browser).until(lambda d: "已引用" in card.text or "未引用" in card.text)
     browser.save_screenshot(str(ARTIFACTS / "chat-chinese.png"))
