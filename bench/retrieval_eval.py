@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
+from bench import append_results  # noqa: E402
 from bench.ingest_throughput import machine  # noqa: E402
 
 BEIR = SHARED / "pubmedqa" / "beir_dev"
@@ -92,11 +93,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    out = REPO / "bench" / "results" / "retrieval_eval.md"
-    if not out.exists():
-        out.write_text("# Retrieval evaluation\n\nWritten by `bench/retrieval_eval.py`.\n")
-    with out.open("a") as fh:
-        fh.write(text)
+    append_results("retrieval_eval", "Retrieval evaluation", text)
 
 
 if __name__ == "__main__":

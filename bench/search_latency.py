@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
+from bench import append_results  # noqa: E402
 from bench.ingest_throughput import machine  # noqa: E402
 from ingest.pipeline import run_ingest  # noqa: E402
 from ingest.sources.files import records  # noqa: E402
@@ -216,11 +217,7 @@ def main() -> None:
         store.close()
     text = "\n".join(lines) + "\n"
     print(text)
-    out = REPO / "bench" / "results" / "search_latency.md"
-    if not out.exists():
-        out.write_text("# Search latency\n\nWritten by `bench/search_latency.py`.\n")
-    with out.open("a") as fh:
-        fh.write(text)
+    append_results("search_latency", "Search latency", text)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from ingest.records import Deletion, Problem
 from ingest.sync import FileRecord, Manifest, default_manifest, sha256
 from retrieval.embedders import LearnedSparseEmbedder, SparseVec
 from retrieval.errors import ConfigError, ServiceError
-from retrieval.index import Index
+from retrieval.index import Index, WriteResult
 from retrieval.types import Chunk, Document, EvidenceLevel
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,18 @@ def ingest_ray(
     failed: set[str] = set()
     t0: dict[str, float] = {}
     bar = tqdm(desc="ingest (ray)", unit="doc", disable=None if progress is None else not progress)
+
+    def count(file: str, c: dict[str, int]) -> None:
+        """A file's documents written (by the driver or a writer actor): the report, the
+        file's progress, the bar."""
+        report.documents += c["documents"]
+        report.written += c["written"]
+        report.replaced += c["replaced"]
+        report.unchanged += c["unchanged"]
+        report.chunks += c["chunks"]
+        seen[file] = seen.get(file, 0) + c["documents"]
+        bar.update(c["documents"])
+
     try:
         for batch in ds.iter_batches(batch_size=s.ingest.batch_docs, batch_format="numpy"):
             items, vectors, learned, files_in = [], Vectors(), Learned(), []
@@ -281,14 +293,7 @@ def ingest_ray(
                     items.append(decode(body, vectors, learned))
                     files_in.append(file)
                 elif kind_ == "wrote":  # by a writer actor
-                    w = json.loads(body)
-                    report.documents += w["documents"]
-                    report.written += w["written"]
-                    report.replaced += w["replaced"]
-                    report.unchanged += w["unchanged"]
-                    report.chunks += w["chunks"]
-                    seen[file] = seen.get(file, 0) + w["documents"]
-                    bar.update(w["documents"])
+                    count(file, json.loads(body))
                 elif kind_ == "done":
                     seen[file] = seen.get(file, 0) + 1
                 elif kind_ == "delete":
@@ -306,14 +311,8 @@ def ingest_ray(
                     expected[file] = int(body)
             if items:
                 res = index.write(items, vectors, learned)
-                report.documents += len(items)
-                report.written += len(res.written_docs)
-                report.replaced += len(res.replaced_docs)
-                report.unchanged += len(res.unchanged_docs)
-                report.chunks += res.chunks
-                for fname in files_in:
-                    seen[fname] = seen.get(fname, 0) + 1
-                bar.update(len(items))
+                for fname, c in tally(files_in, items, res).items():
+                    count(fname, c)
             for name in [f for f, n in expected.items() if seen.get(f, 0) >= n]:
                 _finish(index, man, name, deletions.pop(name, []), report, failed, t0)
                 expected.pop(name)
@@ -336,6 +335,22 @@ def decode(body: str, vectors: Vectors, learned: Learned) -> tuple[Document, lis
         if extra:
             learned[c.chunk_id] = SparseVec(extra[0], extra[1])
     return doc, chunks
+
+
+def tally(files: list[str], items: list[tuple[Document, list[Chunk]]],
+          res: WriteResult) -> dict[str, dict[str, int]]:  # fmt: skip
+    """What one :meth:`Index.write` did, per file (``files[i]`` holds ``items[i]``)."""
+    status = {**dict.fromkeys(res.written_docs, "written"),
+              **dict.fromkeys(res.replaced_docs, "replaced"),
+              **dict.fromkeys(res.unchanged_docs, "unchanged")}  # fmt: skip
+    per: dict[str, dict[str, int]] = {}
+    for file, (doc, chunks) in zip(files, items, strict=True):
+        c = per.setdefault(file, dict.fromkeys(
+            ("documents", "written", "replaced", "unchanged", "chunks"), 0))  # fmt: skip
+        c["documents"] += 1
+        c[status[doc.doc_id]] += 1
+        c["chunks"] += len(chunks) if status[doc.doc_id] != "unchanged" else 0
+    return per
 
 
 class _GivenVectors:
@@ -387,17 +402,7 @@ class Writer:
                 out["body"].append(str(body))
         res = self.index.write(items, vectors, learned)
         self.index.flush()
-        status = {**dict.fromkeys(res.written_docs, "written"),
-                  **dict.fromkeys(res.replaced_docs, "replaced"),
-                  **dict.fromkeys(res.unchanged_docs, "unchanged")}  # fmt: skip
-        per: dict[str, dict[str, int]] = {}
-        for file, (doc, chunks) in zip(files, items, strict=True):
-            c = per.setdefault(file, dict.fromkeys(
-                ("documents", "written", "replaced", "unchanged", "chunks"), 0))  # fmt: skip
-            c["documents"] += 1
-            c[status[doc.doc_id]] += 1
-            c["chunks"] += len(chunks) if status[doc.doc_id] != "unchanged" else 0
-        for file, c in per.items():
+        for file, c in tally(files, items, res).items():
             out["file"].append(file)
             out["type"].append("wrote")
             out["body"].append(json.dumps(c))
